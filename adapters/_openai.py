@@ -1,0 +1,387 @@
+"""OpenAI Chat Completions over aiohttp (shared reference, provider protocols §2)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from ._base import ChunkStream
+from ._chunks import Chunk, Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageReport
+from ._errors import ErrorClass, ProviderError, looks_like_context_overflow
+from ._redact import redact
+from ._request import ChatRequest
+from ._retry_after import parse_retry_after, parse_wait_in_message
+from ._sse import SSEDecoder
+
+__all__ = ["OpenAIAdapter", "classify_openai_error"]
+
+# Error bodies are small; a proxy's HTML page is not worth reading whole.
+_MAX_ERROR_BODY = 64 * 1024
+
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
+class _WireUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+
+class _WireFunction(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _WireToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _WireFunction | None = None
+
+
+class _WireDelta(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_WireToolCall] | None = None
+
+
+class _WireChunkChoice(msgspec.Struct):
+    delta: _WireDelta | None = None
+    finish_reason: str | None = None
+
+
+class _WireChunk(msgspec.Struct):
+    choices: list[_WireChunkChoice] = []
+    usage: _WireUsage | None = None
+    # A mid-stream failure arrives as a data event with an "error" member (HTTP status 200).
+    error: Any = None
+
+
+class _WireMessage(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_WireToolCall] | None = None
+
+
+class _WireChoice(msgspec.Struct):
+    message: _WireMessage
+    finish_reason: str | None = None
+
+
+class _WireCompletion(msgspec.Struct):
+    choices: list[_WireChoice]
+    usage: _WireUsage | None = None
+
+
+_decode_chunk = msgspec.json.Decoder(_WireChunk).decode
+_decode_completion = msgspec.json.Decoder(_WireCompletion).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def classify_openai_error(
+    status: int | None, error_type: str | None, code: str | None, message: str
+) -> tuple[ErrorClass, bool]:
+    """Map an OpenAI error to the taxonomy; returns (class, is_quota_exhaustion).
+
+    ``status`` is None for an error that arrived inside a 200 stream. The order matters: an
+    overflow and a quota exhaustion share status codes with errors that must be handled apart.
+    """
+    if code == "context_length_exceeded" or looks_like_context_overflow(message):
+        return ErrorClass.CONTEXT_OVERFLOW, False
+    if status in (401, 403):
+        return ErrorClass.AUTH, False
+    if "insufficient_quota" in (code, error_type):
+        return ErrorClass.RATE_LIMITED, True
+    if code == "invalid_prompt":
+        return ErrorClass.CONTENT_FILTERED, False
+    if status is None:
+        if code == "rate_limit_exceeded":
+            return ErrorClass.RATE_LIMITED, False
+        if "overloaded" in message.lower():
+            return ErrorClass.OVERLOADED, False
+        return ErrorClass.SERVER_ERROR, False
+    if status == 429:
+        return ErrorClass.RATE_LIMITED, False
+    if status in (408, 504):
+        return ErrorClass.TIMEOUT, False
+    if status == 503:
+        return ErrorClass.OVERLOADED, False
+    if status == 404:
+        return ErrorClass.NOT_FOUND, False
+    if status >= 500 or status == 409:
+        return ErrorClass.SERVER_ERROR, False
+    return ErrorClass.BAD_REQUEST, False
+
+
+class OpenAIAdapter:
+    """Chat Completions, streamed or not, over one pooled aiohttp session per provider."""
+
+    # xAI counts reasoning outside completion_tokens; OpenAI counts it inside.
+    completion_excludes_reasoning = False
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        max_tokens_field: str = "max_completion_tokens",
+        connect_timeout_s: float = 10.0,
+        max_connections: int = 256,
+    ) -> None:
+        self._provider = provider
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._api_key = api_key
+        self._max_tokens_field = max_tokens_field
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        # Never the key: adapters end up in logs and tracebacks.
+        return f"{type(self).__name__}(provider={self._provider!r}, url={self._url!r})"
+
+    @property
+    def provider(self) -> str:
+        return self._provider
+
+    async def send(self, request: ChatRequest) -> ChunkStream:
+        session = self._session
+        if session is None:
+            # Created on first use so that it binds to the running event loop.
+            connector = aiohttp.TCPConnector(limit=self._max_connections)
+            session = self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=self._headers
+            )
+        try:
+            response = await session.post(self._url, data=self._encode(request))
+        except TimeoutError as exc:
+            raise self._error(ErrorClass.TIMEOUT, "timed out connecting to the provider") from exc
+        except aiohttp.ClientError as exc:
+            message = f"could not reach the provider: {type(exc).__name__}"
+            raise self._error(ErrorClass.SERVER_ERROR, message) from exc
+        if response.status >= 300:
+            try:
+                body = await response.content.read(_MAX_ERROR_BODY)
+            except (aiohttp.ClientError, TimeoutError):
+                body = b""
+            finally:
+                response.release()
+            raise self._status_error(response.status, response.headers, body)
+        chunks = self._stream(response) if request.stream else self._whole(response)
+
+        async def release() -> None:
+            await chunks.aclose()
+            # Returns the connection to the pool if the body was read to its end, else closes it.
+            response.release()
+
+        return ChunkStream(response.status, chunks, release)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _encode(self, request: ChatRequest) -> bytes:
+        body: dict[str, Any] = dict(request.params)
+        body["model"] = request.model
+        body["messages"] = request.messages
+        body[self._max_tokens_field] = request.max_tokens
+        body["stream"] = request.stream
+        if request.stream:
+            options = body.get("stream_options")
+            merged = dict(options) if isinstance(options, dict) else {}
+            # Without it a stream reports no usage and its cost would be unknown.
+            merged["include_usage"] = True
+            body["stream_options"] = merged
+        return _encode(body)
+
+    async def _whole(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._error(
+                ErrorClass.SERVER_ERROR, "connection lost reading the response", after=True
+            ) from exc
+        try:
+            completion = _decode_completion(raw)
+        except msgspec.DecodeError as exc:
+            raise self._error(
+                ErrorClass.SERVER_ERROR, f"malformed response body: {exc}", after=True
+            ) from exc
+        if completion.choices:
+            choice = completion.choices[0]
+            message = choice.message
+            if message.content:
+                yield TextDelta(message.content)
+            for index, call in enumerate(message.tool_calls or ()):
+                function = call.function or _WireFunction()
+                yield ToolCallDelta(
+                    index=index, id=call.id, name=function.name, arguments=function.arguments or ""
+                )
+            yield self._finish(choice.finish_reason, refused=bool(message.refusal))
+        if completion.usage is not None:
+            yield UsageReport(self._usage(completion.usage))
+
+    async def _stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
+        decoder = SSEDecoder()
+        usage: _WireUsage | None = None
+        refused = False
+        try:
+            async for data in response.content.iter_any():
+                for event in decoder.feed(data):
+                    if event.data.startswith("[DONE]"):
+                        # The usage chunk precedes [DONE]; some servers repeat it, so the
+                        # last one seen wins.
+                        if usage is not None:
+                            yield UsageReport(self._usage(usage))
+                        return
+                    try:
+                        chunk = _decode_chunk(event.data)
+                    except msgspec.DecodeError as exc:
+                        raise self._error(
+                            ErrorClass.SERVER_ERROR,
+                            f"malformed stream event: {exc}",
+                            code="malformed_sse",
+                            after=True,
+                        ) from exc
+                    if chunk.error is not None:
+                        raise self._stream_error(chunk.error)
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    for choice in chunk.choices[:1]:
+                        delta = choice.delta
+                        if delta is not None:
+                            if delta.content:
+                                yield TextDelta(delta.content)
+                            if delta.refusal:
+                                refused = True
+                            for call in delta.tool_calls or ():
+                                function = call.function or _WireFunction()
+                                yield ToolCallDelta(
+                                    index=call.index,
+                                    id=call.id,
+                                    name=function.name,
+                                    arguments=function.arguments or "",
+                                )
+                        if choice.finish_reason is not None:
+                            yield self._finish(choice.finish_reason, refused=refused)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise self._error(
+                ErrorClass.SERVER_ERROR, "connection lost mid-stream", after=True
+            ) from exc
+        raise self._error(
+            ErrorClass.SERVER_ERROR,
+            "stream ended without its [DONE] terminator",
+            code="stream_truncated",
+            after=True,
+        )
+
+    def _finish(self, raw: str | None, *, refused: bool) -> Finish:
+        reason = _FINISH_REASONS.get(raw or "", "other")
+        if refused and reason == "stop":
+            reason = "content_filter"
+        return Finish(reason, raw=raw or "")
+
+    def _usage(self, wire: _WireUsage) -> Usage:
+        prompt = wire.prompt_tokens_details or _PromptDetails()
+        completion = wire.completion_tokens_details or _CompletionDetails()
+        reasoning = completion.reasoning_tokens or 0
+        output = wire.completion_tokens
+        if self.completion_excludes_reasoning:
+            output += reasoning
+        return Usage(
+            input_tokens=wire.prompt_tokens,
+            cached_input_tokens=prompt.cached_tokens or 0,
+            cache_write_tokens=prompt.cache_write_tokens or 0,
+            output_tokens=output,
+            reasoning_tokens=reasoning,
+        )
+
+    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        message, error_type, code = _error_fields(body)
+        if not message:
+            message = f"HTTP {status}"
+        error_class, quota = classify_openai_error(status, error_type, code, message)
+        retry_after = parse_retry_after(headers)
+        if retry_after is None and error_class is ErrorClass.RATE_LIMITED:
+            retry_after = parse_wait_in_message(message)
+        return ProviderError(
+            error_class,
+            redact(message, self._api_key),
+            provider=self._provider,
+            status=status,
+            provider_code=code,
+            retry_after_s=retry_after,
+            quota=quota,
+        )
+
+    def _stream_error(self, error: Any) -> ProviderError:
+        message, error_type, code = _error_fields_from(error)
+        error_class, quota = classify_openai_error(None, error_type, code, message)
+        return ProviderError(
+            error_class,
+            redact(message or "error event in the stream", self._api_key),
+            provider=self._provider,
+            provider_code=code,
+            quota=quota,
+            after_response=True,
+        )
+
+    def _error(
+        self, error_class: ErrorClass, message: str, *, code: str | None = None, after: bool = False
+    ) -> ProviderError:
+        return ProviderError(
+            error_class,
+            redact(message, self._api_key),
+            provider=self._provider,
+            provider_code=code,
+            after_response=after,
+        )
+
+
+def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body[:200].decode("utf-8", errors="replace").strip(), None, None
+    if isinstance(decoded, dict):
+        return _error_fields_from(decoded.get("error", decoded))
+    return "", None, None
+
+
+def _error_fields_from(error: Any) -> tuple[str, str | None, str | None]:
+    """(message, type, code) from OpenAI's ``{"message","type","code"}`` error object."""
+    if isinstance(error, str):
+        return error, None, None
+    if not isinstance(error, dict):
+        return "", None, None
+    message = error.get("message")
+    error_type = error.get("type")
+    code = error.get("code")
+    return (
+        message if isinstance(message, str) else "",
+        error_type if isinstance(error_type, str) else None,
+        str(code) if code is not None else None,
+    )

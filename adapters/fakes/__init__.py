@@ -1,0 +1,66 @@
+"""Fake provider servers: real HTTP servers speaking each provider's wire protocol.
+
+Tests, the demo and the benchmarks use them in place of the real APIs. They are scripted over
+HTTP (a control API under ``/_fake/``), never through in-process hooks, so the same scripts
+work against a fake started in another process.
+
+OpenAI Chat Completions fake (``serve_fake_openai`` / ``create_openai_app``):
+
+* Answers are deterministic in (model, messages): words from a fixed word cycle, one token per
+  word, so ``completion_tokens`` = words sent (+ ``reasoning_tokens`` when scripted). A tool
+  call costs 1 + ceil(len(arguments) / 4) tokens.
+* ``prompt_tokens = 3 + Σ messages (4 + ceil(chars / 4) + 85 · non-text parts)
+  + Σ tools (8 + ceil((len(name) + len(description)) / 4))``; ``count_prompt_tokens``
+  computes it for a request body.
+* ``max_completion_tokens`` (or ``max_tokens``) caps the answer; a cut answer finishes with
+  ``length``.
+* ``ModelBehaviour`` (answer length, chunking, delays, context window, tool use, usage extras)
+  and the ``*Fault`` structs are also the JSON schema of ``PUT /_fake/models/{model}``; see
+  ``_control`` for the routes and ``FakeOpenAIControl`` for a client.
+"""
+
+from ._behaviour import (
+    ContentFilterFault,
+    DropFault,
+    ErrorPreset,
+    FakeOpenAISettings,
+    Fault,
+    HangBeforeFirstTokenFault,
+    HangBeforeHeadersFault,
+    MalformedSSEFault,
+    MidStreamErrorFault,
+    ModelBehaviour,
+    NoDoneFault,
+    StatusFault,
+    ToolUse,
+)
+from ._client import FakeControlError, FakeOpenAIControl
+from ._openai import create_openai_app
+from ._prompt import count_prompt_tokens
+from ._server import FakeOpenAIServer, serve_fake_openai
+from ._state import FakeStats, LoggedRequest, ModelStats
+
+__all__ = [
+    "ContentFilterFault",
+    "DropFault",
+    "ErrorPreset",
+    "FakeControlError",
+    "FakeOpenAIControl",
+    "FakeOpenAIServer",
+    "FakeOpenAISettings",
+    "FakeStats",
+    "Fault",
+    "HangBeforeFirstTokenFault",
+    "HangBeforeHeadersFault",
+    "LoggedRequest",
+    "MalformedSSEFault",
+    "MidStreamErrorFault",
+    "ModelBehaviour",
+    "ModelStats",
+    "NoDoneFault",
+    "StatusFault",
+    "ToolUse",
+    "count_prompt_tokens",
+    "create_openai_app",
+    "serve_fake_openai",
+]

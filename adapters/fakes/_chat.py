@@ -1,0 +1,299 @@
+"""``POST /v1/chat/completions``: checks in OpenAI's order, then a fault or the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import msgspec
+from aiohttp import web
+
+from ._answer import AnswerPlan, UnknownToolChoice, plan_answer
+from ._behaviour import (
+    ContentFilterFault,
+    DropFault,
+    Fault,
+    HangBeforeFirstTokenFault,
+    HangBeforeHeadersFault,
+    ModelBehaviour,
+    StatusFault,
+)
+from ._errors import PRESETS, ErrorContext, Preset, go_duration, preset_for_status, redact_key
+from ._http import (
+    IDS_KEY,
+    STATE_KEY,
+    auth_error_response,
+    auth_failure,
+    base_headers,
+    bearer_key,
+    error_response,
+    hang,
+    json_response,
+    stamp_processing_time,
+)
+from ._prompt import ChatRequest
+from ._state import UNKNOWN_MODEL, LoggedRequest
+from ._stream import write_stream
+from ._wire import ChunkEncoder, completion_body
+
+__all__ = ["chat_completions"]
+
+_decoder = msgspec.json.Decoder(ChatRequest)
+
+_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON. If you have trouble figuring out how to fix this, visit "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors.)"
+)
+
+
+class _ModelOnly(msgspec.Struct):
+    model: str = UNKNOWN_MODEL
+
+
+class _Invalid(Exception):
+    """A request OpenAI would reject with a 400 ``invalid_request_error``."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.preset = Preset(400, "invalid_request_error", param, code, message)
+
+
+def _parse(body: bytes) -> ChatRequest:
+    try:
+        return _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "missing required field `model`" in text:
+            raise _Invalid("you must provide a model parameter") from None
+        if "missing required field `messages`" in text:
+            raise _Invalid(
+                "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
+            ) from None
+        param = text.rpartition("at `$.")[2].rstrip("`") if "at `$." in text else None
+        raise _Invalid(f"Invalid request: {text}", param, "invalid_type") from None
+    except msgspec.DecodeError:
+        raise _Invalid(_BAD_JSON) from None
+
+
+def _max_tokens(req: ChatRequest) -> int | None:
+    for name, value in (
+        ("max_completion_tokens", req.max_completion_tokens),
+        ("max_tokens", req.max_tokens),
+    ):
+        if value is not None:
+            if value < 1:
+                raise _Invalid(
+                    f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                    f"but got {value} instead.",
+                    name,
+                    "integer_below_min_value",
+                )
+            return value
+    return None
+
+
+def _validate(req: ChatRequest) -> int | None:
+    """Reject what OpenAI (or this fake's limits) would; return the max completion tokens."""
+    if not req.messages:
+        raise _Invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            "messages",
+            "empty_array",
+        )
+    if req.n is not None and req.n != 1:
+        # OpenAI supports n > 1; this fake answers one choice only, and says so.
+        raise _Invalid("This fake server only supports n=1.", "n", "unsupported_value")
+    return _max_tokens(req)
+
+
+def _status_response(
+    fault: StatusFault, ctx: ErrorContext, headers: dict[str, str]
+) -> web.Response:
+    preset_name = fault.error or preset_for_status(fault.status or 500)
+    preset = PRESETS[preset_name]
+    if fault.retry_after_s is not None:
+        headers["retry-after"] = f"{fault.retry_after_s:g}"
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(fault.retry_after_ms)
+    if fault.should_retry is not None:
+        headers["x-should-retry"] = "true" if fault.should_retry else "false"
+    if preset_name == "rate_limit_exceeded":
+        headers["x-ratelimit-limit-requests"] = "500"
+        headers["x-ratelimit-remaining-requests"] = "0"
+        headers["x-ratelimit-reset-requests"] = ctx.retry
+    headers.update(fault.headers)
+    return error_response(preset, ctx, headers, status=fault.status, message=fault.message)
+
+
+def _retry_text(fault: Fault | None) -> str:
+    if isinstance(fault, StatusFault):
+        if fault.retry_after_ms is not None:
+            return go_duration(fault.retry_after_ms / 1000)
+        if fault.retry_after_s is not None:
+            return go_duration(fault.retry_after_s)
+    return "1s"
+
+
+def _outcome(fault: Fault | None) -> str:
+    if fault is None:
+        return "ok"
+    if isinstance(fault, StatusFault):
+        status = fault.status or PRESETS[fault.error or "server_error"].status
+        return f"http_{status}"
+    return str(fault.__struct_config__.tag)
+
+
+def _read(body: bytes) -> tuple[ChatRequest | _Invalid, str]:
+    """The request (or why it is invalid) and the model it names, for the counters."""
+    try:
+        req = _parse(body)
+    except _Invalid as exc:
+        try:
+            model = msgspec.json.decode(body, type=_ModelOnly).model
+        except msgspec.MsgspecError:
+            model = UNKNOWN_MODEL
+        return exc, model
+    return req, req.model
+
+
+def _log(
+    request: web.Request, seq: int, request_id: str, model: str, stream: bool, body: bytes
+) -> LoggedRequest:
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+    return LoggedRequest(seq, request_id, model, stream, "pending", headers, msgspec.Raw(body))
+
+
+def _invalid_body_for_log(body: bytes) -> bytes:
+    # Only valid JSON may be embedded as Raw; checked on the (rare) invalid path only.
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return b"null"
+    return body
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic()
+    state = request.app[STATE_KEY]
+    settings = state.settings
+    seq = state.next_seq()
+    request_id = request.app[IDS_KEY].request_id(seq)
+    body = await request.read()
+    req, model = _read(body)
+    stream = isinstance(req, ChatRequest) and bool(req.stream)
+
+    entry: LoggedRequest | None = None
+    if settings.request_log_size:
+        logged = body if isinstance(req, ChatRequest) else _invalid_body_for_log(body)
+        entry = _log(request, seq, request_id, model, stream, logged)
+        state.log.append(entry)
+
+    def settle(outcome: str) -> None:
+        state.count(model, outcome)
+        if entry is not None:
+            entry.outcome = outcome
+
+    behaviour = state.behaviour(model)
+    headers = base_headers(request_id, started, behaviour.headers)
+    # OpenAI's order: authentication, the request itself, then the model.
+    failure = auth_failure(request, settings.api_key)
+    if failure is not None:
+        settle("http_401")
+        return auth_error_response(failure, headers)
+    if isinstance(req, _Invalid):
+        settle("http_400")
+        return error_response(req.preset, ErrorContext(), headers)
+    if settings.models and model not in settings.models:
+        settle("http_404")
+        return error_response("model_not_found", ErrorContext(model=model), headers)
+
+    try:
+        limit = _validate(req)
+        plan = plan_answer(req, behaviour, limit)
+    except _Invalid as exc:
+        settle("http_400")
+        return error_response(exc.preset, ErrorContext(), headers)
+    except UnknownToolChoice as exc:
+        settle("http_400")
+        message = f"Invalid value for 'tool_choice': function '{exc}' is not among the tools."
+        return error_response(
+            Preset(400, "invalid_request_error", "tool_choice", "invalid_value", message),
+            ErrorContext(),
+            headers,
+        )
+
+    window = behaviour.context_window
+    ctx = ErrorContext(
+        model=model,
+        prompt_tokens=plan.prompt_tokens,
+        context_window=window or 128000,
+    )
+    if window is not None and plan.prompt_tokens > window:
+        settle("http_400")
+        return error_response("context_length_exceeded", ctx, headers)
+
+    # Only a valid request reaches the faults, so an invalid one never consumes them.
+    fault = state.model(model).pick_fault(stream)
+    settle(_outcome(fault))
+    if isinstance(fault, HangBeforeHeadersFault):
+        stopped = await hang(request, state)
+        return error_response("overloaded" if stopped else "server_error", ctx, headers)
+    if behaviour.header_delay_s:
+        await asyncio.sleep(behaviour.header_delay_s)
+        stamp_processing_time(headers, started)
+    if isinstance(fault, StatusFault):
+        # key_hint serves a scripted 401: the presented key, redacted as OpenAI does.
+        ctx = replace(ctx, retry=_retry_text(fault), key_hint=redact_key(bearer_key(request)))
+        return _status_response(fault, ctx, headers)
+    if isinstance(fault, ContentFilterFault):
+        plan.cut(fault.after_chunks, "content_filter")
+
+    completion_id = request.app[IDS_KEY].completion_id(seq)
+    created = int(time.time())
+    if stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        enc = ChunkEncoder(completion_id, created, model, include_usage)
+        headers["Content-Type"] = "text/event-stream; charset=utf-8"
+        headers["Cache-Control"] = "no-cache"
+        resp = web.StreamResponse(headers=headers)
+        await write_stream(request, resp, state, plan, enc, behaviour, fault, include_usage, ctx)
+        return resp
+    return await _whole(
+        request, plan, behaviour, fault, completion_id, created, model, headers, started
+    )
+
+
+async def _whole(
+    request: web.Request,
+    plan: AnswerPlan,
+    behaviour: ModelBehaviour,
+    fault: Fault | None,
+    completion_id: str,
+    created: int,
+    model: str,
+    headers: dict[str, str],
+    started: float,
+) -> web.StreamResponse:
+    """A non-streaming answer, sent once the generation it stands for would be done."""
+    delay = behaviour.ttft_s + behaviour.chunk_delay_s * max(len(plan.pieces) - 1, 0)
+    if delay and not isinstance(fault, HangBeforeFirstTokenFault):
+        await asyncio.sleep(delay)
+        stamp_processing_time(headers, started)
+    body = completion_body(completion_id, created, model, plan)
+    if isinstance(fault, DropFault | HangBeforeFirstTokenFault):
+        resp = web.StreamResponse(headers=headers)
+        resp.content_type = "application/json"
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        if isinstance(fault, HangBeforeFirstTokenFault):
+            await hang(request, request.app[STATE_KEY])
+        else:
+            await resp.write(body[: len(body) // 2])
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+    return json_response(body, headers=headers)

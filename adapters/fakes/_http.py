@@ -1,0 +1,144 @@
+"""aiohttp plumbing shared by the fake's routes: app keys, headers, error responses, hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import secrets
+import time
+
+from aiohttp import web
+
+from ._behaviour import ErrorPreset
+from ._errors import PRESETS, ErrorContext, Preset, error_payload, redact_key
+from ._state import FakeState
+
+__all__ = [
+    "IDS_KEY",
+    "STATE_KEY",
+    "Ids",
+    "auth_error_response",
+    "auth_failure",
+    "base_headers",
+    "bearer_key",
+    "error_response",
+    "hang",
+    "json_response",
+    "stamp_processing_time",
+]
+
+
+class Ids:
+    """Unique response ids: a random per-server prefix and a counter, so no per-request RNG."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+
+    def request_id(self, seq: int) -> str:
+        return f"req_{self._prefix}{seq:016x}"
+
+    def completion_id(self, seq: int) -> str:
+        return f"chatcmpl-F{self._prefix[:12]}{seq:016x}"
+
+
+STATE_KEY = web.AppKey("tollgate_fake_openai_state", FakeState)
+IDS_KEY = web.AppKey("tollgate_fake_openai_ids", Ids)
+
+_OPENAI_VERSION = "2020-10-01"
+_NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field "
+    "(with blank username) if you're accessing the API from your browser and are prompted for "
+    "a username and password. You can obtain an API key from "
+    "https://platform.openai.com/account/api-keys."
+)
+
+
+def base_headers(
+    request_id: str, started: float, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    headers = {
+        "x-request-id": request_id,
+        "openai-version": _OPENAI_VERSION,
+        "openai-processing-ms": str(int((time.monotonic() - started) * 1000)),
+    }
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+def stamp_processing_time(headers: dict[str, str], started: float) -> None:
+    """Refresh ``openai-processing-ms`` after a scripted delay, so it covers the delay."""
+    headers["openai-processing-ms"] = str(int((time.monotonic() - started) * 1000))
+
+
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
+
+
+def error_response(
+    preset: Preset | ErrorPreset,
+    ctx: ErrorContext,
+    headers: dict[str, str],
+    *,
+    status: int | None = None,
+    message: str | None = None,
+) -> web.Response:
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    return web.Response(
+        body=error_payload(p, ctx, message),
+        status=status if status is not None else p.status,
+        headers=headers,
+        content_type="text/html" if p.html else "application/json",
+    )
+
+
+def bearer_key(request: web.BaseRequest) -> str:
+    """The key in ``Authorization: Bearer <key>``, or "" when there is none."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
+def auth_failure(request: web.Request, expected: str | None) -> tuple[str | None, str] | None:
+    """None when the request may proceed; else (message override, key hint) for a 401.
+
+    A missing or non-Bearer header gets OpenAI's "You didn't provide an API key" wording;
+    a wrong key gets ``invalid_api_key`` with the key redacted.
+    """
+    if expected is None:
+        return None
+    key = bearer_key(request)
+    if not key:
+        return _NO_KEY_MESSAGE, ""
+    if hmac.compare_digest(key.encode(), expected.encode()):
+        return None
+    return None, redact_key(key)
+
+
+def auth_error_response(failure: tuple[str | None, str], headers: dict[str, str]) -> web.Response:
+    message, key_hint = failure
+    if message is not None:
+        # No key at all: OpenAI answers 401 without an error code.
+        missing = Preset(401, "invalid_request_error", None, None, message)
+        return error_response(missing, ErrorContext(), headers)
+    return error_response("invalid_api_key", ErrorContext(key_hint=key_hint), headers)
+
+
+async def hang(request: web.BaseRequest, state: FakeState) -> bool:
+    """Wait until the client goes away (False) or the server stops (True).
+
+    Checks the transport as well as relying on handler cancellation, so a hang also ends
+    under runners that keep handlers running after a disconnect.
+    """
+    while not state.stopping.is_set():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.stopping.wait(), 0.25)
+    return True

@@ -1,0 +1,495 @@
+"""The embedded event store: one SQLite file in WAL mode, written by one task with group commit.
+
+See the design's "Events and the log" and the shared reference (sections 3.4 and 4) for the
+figures behind these choices.
+
+* One writer task owns the write connection; nothing else writes through it. Appenders hand it
+  commands over a bounded memory stream. It takes one, drains whatever else is already queued (up
+  to ``max_batch`` events, never splitting one call's events) and commits them in one transaction
+  (group commit). On the common path a batch costs two thread hops: ``executemany``, which opens
+  the transaction with an implicit ``BEGIN IMMEDIATE``, then ``COMMIT``.
+* The writer numbers the events itself (``last + 1, last + 2, ...``) and inserts the numbers
+  explicitly. It is meant to be the only writer of the file; if another process appends anyway,
+  the insert fails on the primary key and the store fails loudly rather than reporting wrong
+  sequence numbers.
+* Idempotency by ``event_id``: the insert skips ids already stored
+  (``ON CONFLICT (event_id) DO NOTHING``). When the row count shows that something was skipped,
+  the writer rolls back and redoes the batch, this time looking the ids up first, so the log keeps
+  no gaps and a retried event reports its original sequence number. Only that rare path pays for
+  a lookup.
+* Readers share one read-only connection. WAL lets it read beside the writer, and each query sees
+  a committed prefix of the log.
+* ``synchronous=NORMAL``: a commit survives a crash of the process. A power loss may roll back the
+  newest commits, but what survives is always a prefix of the log, so it stays gap-free.
+
+aiosqlite resolves asyncio futures, so this store runs on anyio's asyncio backend only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final, TypeAlias, get_args
+
+import aiosqlite
+import anyio
+
+from ._codec import decode_event, encode_event
+from ._store import StoreClosedError, StoredEvent, StoreError
+from ._types import Event
+
+__all__ = ["SQLiteEventStore", "open_sqlite_store"]
+
+_log = logging.getLogger(__name__)
+
+_SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = (
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        ts_ns INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )
+    """,
+    # Request ids are time-ordered (UUIDv7), so this index grows at its right edge.
+    "CREATE INDEX events_request_id ON events (request_id)",
+)
+_BUSY_TIMEOUT_MS: Final = 5000
+
+_INSERT: Final = (
+    "INSERT INTO events (seq, event_id, type, request_id, tenant, ts_ns, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+)
+_READ: Final = "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+_READ_REQUEST: Final = "SELECT seq, data FROM events WHERE request_id = ? ORDER BY seq"
+# Stay well below SQLite's limit on bound variables per statement.
+_LOOKUP_CHUNK: Final = 500
+_TAIL_PAGE: Final = 1000
+
+_I64_MIN: Final = -(2**63)
+_I64_MAX: Final = 2**63 - 1
+
+# Only members of the union can be decoded again, so only they may be stored.
+_TAGS: Final[dict[type[Any], str]] = {
+    cls: str(cls.__struct_config__.tag) for cls in get_args(Event)
+}
+
+# (event_id, type, request_id, tenant, ts_ns, data): the columns after seq.
+_Row: TypeAlias = tuple[str, str, str, str, int, bytes]
+
+
+def _row(event: Event) -> _Row:
+    """Encode ``event`` for the writer; bad events fail here, in the caller, not in a batch."""
+    tag = _TAGS.get(type(event))
+    if tag is None:
+        raise TypeError(f"{type(event).__name__} is not a member of the Event union")
+    if not _I64_MIN <= event.ts_ns <= _I64_MAX:
+        raise ValueError(f"ts_ns out of range for a 64-bit integer: {event.ts_ns}")
+    return (event.event_id, tag, event.request_id, event.tenant, event.ts_ns, encode_event(event))
+
+
+class _Command:
+    """One append or submit: its encoded events and, for an append, where its outcome goes."""
+
+    __slots__ = ("done", "error", "rows", "seqs")
+
+    def __init__(self, rows: list[_Row], *, wait: bool) -> None:
+        self.rows = rows
+        self.done: anyio.Event | None = anyio.Event() if wait else None
+        self.seqs: list[int] = []
+        self.error: StoreError | None = None
+
+    def complete(self, seqs: list[int]) -> None:
+        self.seqs = seqs
+        if self.done is not None:
+            self.done.set()
+
+    def fail(self, error: StoreError) -> None:
+        self.error = error
+        if self.done is not None:
+            self.done.set()
+
+
+class SQLiteEventStore:
+    """An :class:`~events.EventStore` on one SQLite file. Open it with :func:`open_sqlite_store`.
+
+    Besides the protocol it offers :meth:`read_request`. After the store is closed every method
+    except :meth:`aclose` raises :class:`StoreClosedError`, and :meth:`tail` ends.
+    """
+
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        last_seq: int,
+        *,
+        queue_size: int,
+        max_batch: int,
+    ) -> None:
+        self._writer_db = writer
+        self._reader_db = reader
+        # The newest committed seq. Only the writer task changes it, after each COMMIT.
+        self._last_seq = last_seq
+        self._max_batch = max_batch
+        self._send, self._receive = anyio.create_memory_object_stream[_Command](queue_size)
+        # Set, then replaced by a fresh one, after every commit (and at close): tailers wait on it.
+        self._committed = anyio.Event()
+        self._writer_done = anyio.Event()
+        self._closed_event = anyio.Event()
+        self._senders_gone = anyio.Event()
+        # Calls waiting for room in the queue; close lets them in before closing the queue.
+        self._blocked_senders = 0
+        self._closing = False
+        self._closed = False
+        self._failure: BaseException | None = None
+
+    # -- appending ---------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event]) -> list[int]:
+        """Append ``events`` atomically, in order; return their seqs once committed.
+
+        An event whose ``event_id`` is already in the log is not stored again: its seq is the
+        original one, so retrying an append whose outcome is unknown is harmless.
+        """
+        if not events:
+            self._check_open()
+            return []
+        command = _Command([_row(event) for event in events], wait=True)
+        await self._enqueue(command)
+        assert command.done is not None
+        await command.done.wait()
+        if command.error is not None:
+            raise command.error
+        return command.seqs
+
+    async def submit(self, events: Sequence[Event]) -> None:
+        """Queue ``events`` for the next group commit; wait only while the queue is full."""
+        if not events:
+            self._check_open()
+            return
+        await self._enqueue(_Command([_row(event) for event in events], wait=False))
+
+    async def _enqueue(self, command: _Command) -> None:
+        self._check_open()
+        try:
+            # Skip send()'s checkpoint when there is room: one loop iteration less per call on
+            # the request path. FIFO order holds either way.
+            self._send.send_nowait(command)
+            return
+        except anyio.WouldBlock:
+            pass
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise self._closed_error() from exc
+        self._blocked_senders += 1
+        try:
+            await self._send.send(command)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise self._closed_error() from exc
+        finally:
+            self._blocked_senders -= 1
+            if self._closing and self._blocked_senders == 0:
+                self._senders_gone.set()
+
+    def _check_open(self) -> None:
+        if self._failure is not None or self._closing:
+            raise self._closed_error()
+
+    def _closed_error(self) -> StoreClosedError:
+        if self._failure is not None:
+            error = StoreClosedError("the event store failed and takes no more events")
+            error.__cause__ = self._failure
+            return error
+        return StoreClosedError("the event store is closed")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def read(self, after_seq: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """Committed events with ``seq > after_seq``, oldest first, at most ``limit``."""
+        if limit < 0:
+            raise ValueError(f"limit must not be negative: {limit}")
+        return await self._query(_READ, (after_seq, limit))
+
+    async def read_request(self, request_id: str) -> list[StoredEvent]:
+        """The committed events of one request, oldest first."""
+        return await self._query(_READ_REQUEST, (request_id,))
+
+    async def tail(self, after_seq: int = 0) -> AsyncGenerator[StoredEvent, None]:
+        """Every committed event after ``after_seq``, then each new one as it commits.
+
+        Each event is yielded exactly once, in seq order, even when commits race the catch-up.
+        The iteration ends when the store closes; it may end before yielding the events of the
+        final flush, so a consumer resumes with ``tail(last seq it saw)``.
+        """
+        position = after_seq
+        while not self._closed:
+            # Take the signal before reading: a commit the read does not see sets this very
+            # object, so the wait below cannot miss it.
+            committed = self._committed
+            try:
+                page = await self.read(position, _TAIL_PAGE)
+            except StoreClosedError:
+                return
+            for stored in page:
+                position = stored.seq
+                yield stored
+            if len(page) < _TAIL_PAGE:
+                await committed.wait()
+
+    async def last_seq(self) -> int:
+        """The seq of the newest committed event (0 for an empty log)."""
+        if self._closed:
+            raise StoreClosedError("the event store is closed")
+        return self._last_seq
+
+    async def _query(self, sql: str, parameters: tuple[Any, ...]) -> list[StoredEvent]:
+        # aiosqlite runs calls in submission order, so a query that passes this check runs
+        # before the reader connection closes.
+        if self._closed:
+            raise StoreClosedError("the event store is closed")
+        rows = await self._reader_db.execute_fetchall(sql, parameters)
+        return [StoredEvent(seq, decode_event(data)) for seq, data in rows]
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Commit everything queued (including calls waiting for room), then close. Idempotent.
+
+        Shielded from cancellation so that a cancelled owner still gets its events committed.
+        """
+        if self._closing:
+            await self._closed_event.wait()
+            return
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._blocked_senders:
+                    await self._senders_gone.wait()
+                # The writer drains the queue, sees the end of the stream and stops.
+                self._send.close()
+                await self._writer_done.wait()
+            finally:
+                self._closed = True
+                self._signal_commit()
+                try:
+                    await self._writer_db.close()
+                finally:
+                    await self._reader_db.close()
+                    self._closed_event.set()
+
+    # -- the writer task ---------------------------------------------------------------------
+
+    async def _run_writer(self) -> None:
+        # Shielded: the writer stops only when aclose() closes the queue after draining it, so
+        # cancelling the owner cannot abandon acknowledged submits.
+        with anyio.CancelScope(shield=True):
+            try:
+                async for command in self._receive:
+                    if not await self._commit(self._drain(command)):
+                        break
+            finally:
+                self._receive.close()
+                self._writer_done.set()
+
+    def _drain(self, first: _Command) -> list[_Command]:
+        """``first`` plus whatever is already queued, up to about ``max_batch`` events."""
+        batch = [first]
+        size = len(first.rows)
+        while size < self._max_batch:
+            try:
+                command = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            batch.append(command)
+            size += len(command.rows)
+        return batch
+
+    async def _commit(self, batch: list[_Command]) -> bool:
+        """Commit ``batch`` in one transaction and tell its waiters. False if the store failed."""
+        rows = batch[0].rows if len(batch) == 1 else [row for c in batch for row in c.rows]
+        try:
+            seqs = await self._insert(rows)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await self._writer_db.rollback()
+            self._fail(batch, exc)
+            return False
+        start = 0
+        for command in batch:
+            end = start + len(command.rows)
+            command.complete(seqs[start:end])
+            start = end
+        self._signal_commit()
+        return True
+
+    async def _insert(self, rows: list[_Row]) -> list[int]:
+        """Insert ``rows`` in one transaction and commit; return the seq of each row."""
+        first = self._last_seq + 1
+        cursor = await self._writer_db.executemany(
+            _INSERT, [(first + i, *row) for i, row in enumerate(rows)]
+        )
+        if cursor.rowcount != len(rows):
+            # Some event ids are already stored (or repeat within the batch): the rows after a
+            # skipped one carry seqs with a gap. Undo and number them knowing the duplicates.
+            await self._writer_db.rollback()
+            return await self._insert_deduplicated(rows)
+        await self._writer_db.commit()
+        self._last_seq = first + len(rows) - 1
+        return list(range(first, first + len(rows)))
+
+    async def _insert_deduplicated(self, rows: list[_Row]) -> list[int]:
+        db = self._writer_db
+        # Look the ids up inside the write transaction, so nothing can change them meanwhile.
+        await db.execute("BEGIN IMMEDIATE")
+        ids = list(dict.fromkeys(row[0] for row in rows))
+        known: dict[str, int] = {}
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT event_id, seq FROM events WHERE event_id IN ({marks})"
+            for event_id, seq in await db.execute_fetchall(sql, chunk):
+                known[event_id] = seq
+        next_seq = self._last_seq + 1
+        fresh: list[tuple[int, str, str, str, str, int, bytes]] = []
+        seqs: list[int] = []
+        for row in rows:
+            seq = known.get(row[0])
+            if seq is None:
+                seq = known[row[0]] = next_seq
+                next_seq += 1
+                fresh.append((seq, *row))
+            seqs.append(seq)
+        if fresh:
+            cursor = await db.executemany(_INSERT, fresh)
+            if cursor.rowcount != len(fresh):
+                raise StoreError("event ids changed during a write transaction")
+        await db.commit()
+        self._last_seq = next_seq - 1
+        return seqs
+
+    def _fail(self, batch: list[_Command], exc: Exception) -> None:
+        """Stop taking events after a failed commit; tell every waiter, committed data stays."""
+        self._failure = exc
+        for command in batch:
+            error = StoreError(f"the event store could not commit: {exc}")
+            error.__cause__ = exc
+            command.fail(error)
+        lost = sum(len(c.rows) for c in batch if c.done is None)
+        # Fail what is still queued, then close the queue: blocked and later senders get
+        # StoreClosedError. Nothing awaits in between, so no command can slip past.
+        while True:
+            try:
+                command = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            command.fail(self._closed_error())
+            if command.done is None:
+                lost += len(command.rows)
+        self._receive.close()
+        _log.error(
+            "event store commit failed; it takes no more events (%d submitted events lost)",
+            lost,
+            exc_info=exc,
+        )
+
+    def _signal_commit(self) -> None:
+        self._committed.set()
+        self._committed = anyio.Event()
+
+
+@asynccontextmanager
+async def open_sqlite_store(
+    path: str | os.PathLike[str],
+    *,
+    queue_size: int = 1024,
+    max_batch: int = 1024,
+) -> AsyncIterator[SQLiteEventStore]:
+    """Open (creating if needed) the event log at ``path`` and run its writer task.
+
+    ``queue_size`` bounds the number of queued append/submit calls (beyond it callers wait);
+    ``max_batch`` bounds the events per group commit (one call's events are never split). On
+    exit everything queued is committed, the writer stops and the connections close.
+    """
+    if queue_size < 1 or max_batch < 1:
+        raise ValueError("queue_size and max_batch must be at least 1")
+    file = Path(path)
+    writer = await _connect(str(file), isolation_level="IMMEDIATE")
+    try:
+        last_seq = await _prepare(writer, file)
+        # Read-only: readers can never take the write lock by accident.
+        uri = (await anyio.Path(file).resolve()).as_uri()
+        reader = await _connect(f"{uri}?mode=ro", uri=True)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await writer.close()
+        raise
+    store = SQLiteEventStore(writer, reader, last_seq, queue_size=queue_size, max_batch=max_batch)
+    body_error: BaseException | None = None
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(store._run_writer)
+        try:
+            yield store
+        except BaseException as exc:
+            # Raised again below, outside the task group, so that the caller sees its own
+            # exception rather than an ExceptionGroup around it.
+            body_error = exc
+        finally:
+            await store.aclose()
+    if body_error is not None:
+        raise body_error
+
+
+async def _connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
+    try:
+        db = await aiosqlite.connect(database, **kwargs)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{database}: cannot open the event store: {exc}") from exc
+    try:
+        await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await db.close()
+        raise
+    return db
+
+
+async def _prepare(db: aiosqlite.Connection, file: Path) -> int:
+    """Set the pragmas, create or check the schema; return the newest seq in the log."""
+    try:
+        mode = await _scalar(db, "PRAGMA journal_mode = WAL")
+        if mode != "wal":
+            raise StoreError(f"{file}: cannot use WAL (journal_mode is {mode})")
+        await db.execute("PRAGMA synchronous = NORMAL")
+        # Immediate: two processes opening one new file cannot both create the schema.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            version = await _scalar(db, "PRAGMA user_version")
+            if version == 0:
+                for statement in _SCHEMA:
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            elif version != _SCHEMA_VERSION:
+                raise StoreError(f"{file}: unknown event-store schema version {version}")
+            last_seq = await _scalar(db, "SELECT coalesce(max(seq), 0) FROM events")
+            await db.commit()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await db.rollback()
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(f"{file}: cannot open the event store: {exc}") from exc
+    assert isinstance(last_seq, int)
+    return last_seq
+
+
+async def _scalar(db: aiosqlite.Connection, sql: str) -> object:
+    rows: Iterable[Any] = await db.execute_fetchall(sql)
+    return next(iter(rows))[0]

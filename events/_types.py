@@ -1,0 +1,173 @@
+"""The event types of the request flow: one tagged, versioned msgspec union.
+
+Conventions (see the design's "Events and the log"):
+
+* Every event carries the envelope: a time-ordered ``event_id``, the wall-clock ``ts_ns``, and the
+  ``request_id``, ``tenant``, ``task`` and ``config_hash`` of the request it belongs to.
+* The tag is ``<name>.v<N>``. Adding an optional field keeps the version (old readers ignore it, new
+  readers fill the default); any other change is a new version with its own tag, so a log written by
+  an older sidecar always decodes.
+* Money is integer micro-dollars; durations are integer nanoseconds from a monotonic clock.
+* Prompts and completions are never stored unless the operator opts in: events carry a hash
+  and sizes.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import msgspec
+
+__all__ = [
+    "AttemptFailed",
+    "AttemptStarted",
+    "AttemptSucceeded",
+    "DroppedCandidate",
+    "Event",
+    "EventBase",
+    "FallbackTaken",
+    "RequestCompleted",
+    "RequestFailed",
+    "RequestReceived",
+    "RouteDecided",
+    "TaskUnrouted",
+    "TokenUsage",
+]
+
+
+class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The envelope every event carries."""
+
+    event_id: str
+    ts_ns: int
+    request_id: str
+    tenant: str
+    task: str
+    config_hash: str
+
+
+class TokenUsage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Token counts normalized across providers.
+
+    ``input_tokens`` includes cached reads and cache writes; ``output_tokens`` includes reasoning.
+    """
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class DroppedCandidate(msgspec.Struct, frozen=True):
+    model: str
+    provider: str
+    reason: str
+
+
+class RequestReceived(EventBase, frozen=True, tag="request_received.v1"):
+    transport: str
+    model_requested: str
+    stream: bool
+    message_count: int
+    prompt_chars: int
+    prompt_sha256: str
+    max_tokens: int | None = None
+    # Only set when the operator opts in with ``log_content = true``.
+    prompt: str | None = None
+
+
+class RouteDecided(EventBase, frozen=True, tag="route_decided.v1"):
+    route: str
+    model_class: str
+    # How the request named its target: "task", "class", "model" or "default".
+    selector: str
+    chain: list[str]
+    dropped: list[DroppedCandidate]
+    input_tokens_estimate: int
+    max_tokens: int
+
+
+class TaskUnrouted(EventBase, frozen=True, tag="task_unrouted.v1"):
+    """A request whose task type is missing or unknown took the default route."""
+
+    requested_task: str
+    default_route: str
+
+
+class AttemptStarted(EventBase, frozen=True, tag="attempt_started.v1"):
+    attempt: int
+    model: str
+    provider: str
+    upstream_model: str
+
+
+class AttemptSucceeded(EventBase, frozen=True, tag="attempt_succeeded.v1"):
+    attempt: int
+    model: str
+    provider: str
+    status: int
+    latency_ns: int
+    ttft_ns: int | None
+    ttlt_ns: int
+    chunks: int
+    finish_reason: str
+    usage: TokenUsage
+
+
+class AttemptFailed(EventBase, frozen=True, tag="attempt_failed.v1"):
+    attempt: int
+    model: str
+    provider: str
+    error_class: str
+    status: int | None
+    provider_code: str | None
+    retry_after_ms: int | None
+    message: str
+    # True when the failure came after the first token was forwarded downstream.
+    mid_stream: bool
+    chunks_delivered: int
+    latency_ns: int
+
+
+class FallbackTaken(EventBase, frozen=True, tag="fallback_taken.v1"):
+    from_model: str
+    to_model: str
+    error_class: str
+
+
+class RequestCompleted(EventBase, frozen=True, tag="request_completed.v1"):
+    model: str
+    provider: str
+    attempts: int
+    fallbacks: int
+    finish_reason: str
+    usage: TokenUsage
+    latency_ns: int
+    ttft_ns: int | None
+    ttlt_ns: int
+    completion_chars: int
+    completion_sha256: str
+    completion: str | None = None
+
+
+class RequestFailed(EventBase, frozen=True, tag="request_failed.v1"):
+    # The client-facing error type, e.g. "all_candidates_failed" or "upstream_stream_broken".
+    error_type: str
+    message: str
+    attempts: int
+    latency_ns: int
+    chunks_delivered: int = 0
+
+
+Event: TypeAlias = (
+    RequestReceived
+    | RouteDecided
+    | TaskUnrouted
+    | AttemptStarted
+    | AttemptSucceeded
+    | AttemptFailed
+    | FallbackTaken
+    | RequestCompleted
+    | RequestFailed
+)

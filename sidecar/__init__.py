@@ -1,0 +1,1 @@
+"""The tollgate sidecar: config, router, executor and transports."""

@@ -1,0 +1,296 @@
+"""The configuration file: one TOML document, validated at start-up.
+
+Every problem is reported with the key it concerns (``models.gpt-4o.context_window: ...``), so an
+operator can fix the file without reading code. Relative paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "ClassConfig",
+    "Config",
+    "ConfigError",
+    "ModelConfig",
+    "PriceConfig",
+    "ProviderConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "config_hash",
+    "load_config",
+    "parse_config",
+]
+
+Capability = Literal["vision", "tools", "structured_output", "streaming"]
+ProviderKind = Literal["openai", "openai_compatible"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class ServerConfig(_Section, frozen=True):
+    socket: str = "tollgate.sock"
+    # Owner-only by default: whoever can connect can spend the budget.
+    socket_mode: int = 0o600
+    max_body_bytes: int = 10 * 1024 * 1024
+    default_tenant: str = "default"
+    # Store prompts and completions in the log. Off: the log keeps a hash and sizes only.
+    log_content: bool = False
+    # On shutdown, requests in flight get this long to finish before they are cancelled.
+    shutdown_grace_s: float = 10.0
+
+
+class StoreConfig(_Section, frozen=True):
+    kind: Literal["sqlite"] = "sqlite"
+    path: str = "tollgate-events.db"
+
+
+class ProviderConfig(_Section, frozen=True):
+    kind: ProviderKind
+    base_url: str
+    # The key is read from the environment or a file, never written in this file.
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    connect_timeout_s: float = 10.0
+    max_connections: int = 256
+    # Self-hosted servers (vLLM, llama.cpp, Ollama) often know only the older field.
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+
+
+class PriceConfig(_Section, frozen=True):
+    """USD per million tokens, overriding the bundled price table."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+class ModelConfig(_Section, frozen=True):
+    provider: str
+    context_window: int
+    # The provider's id for the model; defaults to the model's name in this file.
+    id: str | None = None
+    max_output_tokens: int = 4096
+    capabilities: list[Capability] = msgspec.field(default_factory=lambda: ["streaming"])
+    tags: list[str] = []
+    price: PriceConfig | None = None
+
+
+class ClassConfig(_Section, frozen=True):
+    members: list[str]
+    # The class to fall back to when every member is unavailable (the declared degraded path).
+    degrade_to: str | None = None
+
+
+class RouteConfig(_Section, frozen=True):
+    model_class: str = msgspec.field(name="class")
+    max_tokens: int = 1024
+    # How many steps down the degraded path this route may go; 0 fails instead of degrading.
+    max_degrade: int = 1
+    requires: list[Capability] = []
+    require_tags: list[str] = []
+    deadline_s: float = 120.0
+
+
+class Config(_Section, frozen=True):
+    default_route: str
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    classes: dict[str, ClassConfig]
+    routes: dict[str, RouteConfig]
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+
+
+_NAMED_TABLES: tuple[tuple[str, type], ...] = (
+    ("providers", ProviderConfig),
+    ("models", ModelConfig),
+    ("classes", ClassConfig),
+    ("routes", RouteConfig),
+)
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    return parse_config(text, base_dir=path.parent, source=str(path))
+
+
+def parse_config(text: bytes | str, *, base_dir: Path, source: str = "<config>") -> Config:
+    try:
+        raw = msgspec.toml.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    # msgspec locates an error inside a table of named entries as "providers[...]"; checking
+    # each entry on its own lets the message name it ("providers.openai.kind").
+    problems = [
+        _keyed(str(invalid), f"{section}.{name}")
+        for section, entry_type in _NAMED_TABLES
+        if isinstance(raw.get(section), dict)
+        for name, entry in raw[section].items()
+        if (invalid := _validation_error(entry, entry_type)) is not None
+    ]
+    if not problems:
+        try:
+            config = msgspec.convert(raw, Config)
+        except msgspec.ValidationError as exc:
+            problems = [_keyed(str(exc), "")]
+        else:
+            problems = _check(config)
+    if problems:
+        raise ConfigError(f"{source}: " + "\n  ".join(problems))
+    return _resolve_paths(config, base_dir)
+
+
+def config_hash(config: Config) -> str:
+    """A short, stable digest of the effective config, stamped on every event."""
+    encoded = msgspec.json.encode(config, order="sorted")
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def _validation_error(value: object, entry_type: type) -> msgspec.ValidationError | None:
+    try:
+        msgspec.convert(value, entry_type)
+    except msgspec.ValidationError as exc:
+        return exc
+    return None
+
+
+def _keyed(message: str, prefix: str) -> str:
+    """Lead with the key: msgspec says "Expected `int`, got `str` - at `$.context_window`"."""
+    text, sep, where = message.rpartition(" - at `$")
+    if not sep:
+        text, where = message, ""
+    key = prefix + where.rstrip("`")
+    return f"{key.lstrip('.') or '(top level)'}: {text}"
+
+
+def _check(config: Config) -> list[str]:
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, problem: str) -> None:
+        if not ok:
+            problems.append(f"{key}: {problem}")
+
+    def known(kind: str, names: Iterable[str]) -> str:
+        return f"(known {kind}: {', '.join(sorted(names)) or 'none'})"
+
+    for name, provider in config.providers.items():
+        key = f"providers.{name}"
+        need(bool(_NAME.match(name)), key, "invalid name")
+        need(
+            provider.base_url.startswith(("http://", "https://")),
+            f"{key}.base_url",
+            "must start with http:// or https://",
+        )
+        need(
+            not (provider.api_key_env and provider.api_key_file),
+            key,
+            "set api_key_env or api_key_file, not both",
+        )
+        need(provider.connect_timeout_s > 0, f"{key}.connect_timeout_s", "must be positive")
+        need(provider.max_connections > 0, f"{key}.max_connections", "must be positive")
+
+    for name, model in config.models.items():
+        key = f"models.{name}"
+        need(bool(_NAME.match(name)), key, "invalid name")
+        need(
+            model.provider in config.providers,
+            f"{key}.provider",
+            f"unknown provider {model.provider!r} {known('providers', config.providers)}",
+        )
+        need(model.context_window > 0, f"{key}.context_window", "must be positive")
+        need(model.max_output_tokens > 0, f"{key}.max_output_tokens", "must be positive")
+        need(
+            model.max_output_tokens <= model.context_window,
+            f"{key}.max_output_tokens",
+            "must not exceed context_window",
+        )
+        if model.price is not None:
+            prices = (model.price.input, model.price.output, model.price.cached_input or 0.0)
+            need(all(p >= 0 for p in prices), f"{key}.price", "prices must not be negative")
+
+    for name, cls in config.classes.items():
+        key = f"classes.{name}"
+        need(bool(cls.members), f"{key}.members", "must list at least one model")
+        for member in cls.members:
+            need(
+                member in config.models,
+                f"{key}.members",
+                f"unknown model {member!r} {known('models', config.models)}",
+            )
+        if cls.degrade_to is not None:
+            need(
+                cls.degrade_to in config.classes,
+                f"{key}.degrade_to",
+                f"unknown class {cls.degrade_to!r} {known('classes', config.classes)}",
+            )
+        need(not _degrades_in_a_cycle(config, name), f"{key}.degrade_to", "degrades in a cycle")
+
+    for name, route in config.routes.items():
+        key = f"routes.{name}"
+        need(
+            route.model_class in config.classes,
+            f"{key}.class",
+            f"unknown class {route.model_class!r} {known('classes', config.classes)}",
+        )
+        need(route.max_tokens > 0, f"{key}.max_tokens", "must be positive")
+        need(route.max_degrade >= 0, f"{key}.max_degrade", "must not be negative")
+        need(route.deadline_s > 0, f"{key}.deadline_s", "must be positive")
+
+    need(
+        config.default_route in config.routes,
+        "default_route",
+        f"unknown route {config.default_route!r} {known('routes', config.routes)}",
+    )
+    server = config.server
+    need(0 <= server.socket_mode <= 0o777, "server.socket_mode", "must be a file mode like 0o600")
+    need(server.max_body_bytes > 0, "server.max_body_bytes", "must be positive")
+    need(server.shutdown_grace_s >= 0, "server.shutdown_grace_s", "must not be negative")
+    need(bool(_NAME.match(server.default_tenant)), "server.default_tenant", "invalid name")
+    return problems
+
+
+def _degrades_in_a_cycle(config: Config, start: str) -> bool:
+    seen = {start}
+    current = config.classes[start].degrade_to
+    while current is not None and current in config.classes:
+        if current in seen:
+            return True
+        seen.add(current)
+        current = config.classes[current].degrade_to
+    return False
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    def resolve(value: str) -> str:
+        return str(base_dir / value) if not Path(value).is_absolute() else value
+
+    server = msgspec.structs.replace(config.server, socket=resolve(config.server.socket))
+    store = msgspec.structs.replace(config.store, path=resolve(config.store.path))
+    providers = {
+        name: msgspec.structs.replace(p, api_key_file=resolve(p.api_key_file))
+        if p.api_key_file
+        else p
+        for name, p in config.providers.items()
+    }
+    return msgspec.structs.replace(config, server=server, store=store, providers=providers)

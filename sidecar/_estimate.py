@@ -1,0 +1,65 @@
+"""A conservative estimate of a prompt's input tokens, made before any provider sees it.
+
+The router checks context windows against it and the cost boundary prices the worst case with
+it, so it must err high. BPE tokenizers average about 4 bytes of English per token and rarely go
+below 3 on code or other scripts (CJK runs about 3 UTF-8 bytes per token), so we count one token
+per 3 bytes of UTF-8 text, plus each message's framing and a fixed allowance per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from adapters import ImagePart, Message, TextPart
+
+__all__ = ["PromptSize", "measure_prompt"]
+
+_BYTES_PER_TOKEN = 3
+_TOKENS_PER_MESSAGE = 4
+_TOKENS_PER_REPLY = 3
+# A high-detail image costs at most ~1,600 tokens on the providers we know (OpenAI tiles,
+# Anthropic's (w·h)/750 at its 1,568 px cap, Gemini's 258 per tile).
+_TOKENS_PER_IMAGE = 1_600
+
+
+class PromptSize(msgspec.Struct, frozen=True):
+    chars: int
+    images: int
+    estimated_tokens: int
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def measure_prompt(messages: Sequence[Message], tools: Any = None) -> PromptSize:
+    chars = 0
+    text_bytes = 0
+    images = 0
+    for message in messages:
+        content = message.content
+        if isinstance(content, str):
+            chars += len(content)
+            text_bytes += _utf8_len(content)
+        elif content is not None:
+            for part in content:
+                if isinstance(part, TextPart):
+                    chars += len(part.text)
+                    text_bytes += _utf8_len(part.text)
+                elif isinstance(part, ImagePart):
+                    images += 1
+        for call in message.tool_calls or ():
+            text_bytes += _utf8_len(call.function.name) + _utf8_len(call.function.arguments)
+    if tools:
+        # Tool schemas are sent to the model as part of the prompt.
+        text_bytes += len(msgspec.json.encode(tools))
+    tokens = (
+        -(-text_bytes // _BYTES_PER_TOKEN)
+        + _TOKENS_PER_MESSAGE * len(messages)
+        + _TOKENS_PER_REPLY
+        + _TOKENS_PER_IMAGE * images
+    )
+    return PromptSize(chars=chars, images=images, estimated_tokens=tokens)

@@ -1,0 +1,82 @@
+"""Assembly: config in, a serving sidecar out (store, adapters, executor, transports)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Mapping
+
+import anyio
+import msgspec
+from aiohttp import web
+
+from adapters import Adapter, OpenAIAdapter
+from events import EventStore, open_sqlite_store
+
+from ._config import Config, ProviderConfig, config_hash
+from ._executor import Executor
+from ._http import bind_unix_socket, create_app
+from ._secrets import resolve_api_key
+
+__all__ = ["Sidecar", "build_adapter", "open_sidecar"]
+
+
+class Sidecar(msgspec.Struct, frozen=True):
+    config: Config
+    config_hash: str
+    socket_path: str
+    store: EventStore
+
+
+def build_adapter(name: str, provider: ProviderConfig, api_key: str | None) -> Adapter:
+    # Every kind speaks Chat Completions for now; the kind picks the adapter as others land.
+    return OpenAIAdapter(
+        name,
+        base_url=provider.base_url,
+        api_key=api_key,
+        max_tokens_field=provider.max_tokens_field,
+        connect_timeout_s=provider.connect_timeout_s,
+        max_connections=provider.max_connections,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_sidecar(
+    config: Config, *, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[Sidecar]:
+    """Start serving ``config`` on its Unix socket; stop gracefully on exit.
+
+    Keys are resolved first, so a missing key fails start-up before anything listens.
+    """
+    env = os.environ if environ is None else environ
+    keys = {name: resolve_api_key(name, p, env) for name, p in config.providers.items()}
+    adapters = {name: build_adapter(name, p, keys[name]) for name, p in config.providers.items()}
+    digest = config_hash(config)
+    server = config.server
+    try:
+        async with open_sqlite_store(config.store.path) as store:
+            executor = Executor(config, digest, adapters, store)
+            app = create_app(
+                executor,
+                max_body_bytes=server.max_body_bytes,
+                default_tenant=server.default_tenant,
+            )
+            runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=server.shutdown_grace_s
+            )
+            await runner.setup()
+            bound = False
+            try:
+                sock = bind_unix_socket(server.socket, server.socket_mode)
+                bound = True
+                await web.SockSite(runner, sock).start()
+                yield Sidecar(config, digest, server.socket, store)
+            finally:
+                # Stops accepting, lets requests in flight finish (up to the grace period), and
+                # only then is the store closed, so their terminal events are written.
+                await runner.cleanup()
+                if bound:
+                    await anyio.Path(server.socket).unlink(missing_ok=True)
+    finally:
+        for adapter in adapters.values():
+            await adapter.aclose()
