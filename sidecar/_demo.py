@@ -22,7 +22,9 @@ from events import (
     FallbackTaken,
     RequestCompleted,
     RequestFailed,
+    RequestReceived,
     RouteDecided,
+    TaskUnrouted,
     open_sqlite_store,
 )
 
@@ -142,7 +144,11 @@ async def run_demo() -> int:
     # Closing the sidecar committed every event; the table is read back from the log.
     rows, total = await _rows(config.store.path, ids)
     _print_table(rows)
-    print(f"\nThe event log is {config.store.path} ({total} events).")
+    print(
+        "\nTTFT and TTLT are the time to first and last token, measured by the sidecar from the"
+        " moment it received the request."
+    )
+    print(f"The event log is {config.store.path} ({total} events).")
     print(f"Work directory: {workdir}")
     return 0
 
@@ -188,14 +194,17 @@ async def _rows(store_path: str, ids: list[tuple[str, str]]) -> tuple[list[list[
     rows = []
     for label, request_id in ids:
         events = by_request.get(request_id, [])
+        received = next((e for e in events if isinstance(e, RequestReceived)), None)
         decided = next((e for e in events if isinstance(e, RouteDecided)), None)
         done = next((e for e in events if isinstance(e, RequestCompleted)), None)
         failed = next((e for e in events if isinstance(e, RequestFailed)), None)
+        unrouted = any(isinstance(e, TaskUnrouted) for e in events)
         fallbacks = sum(isinstance(e, FallbackTaken) for e in events)
         row = [
             label,
-            decided.route if decided else "-",
-            decided.model_class or "(pinned)" if decided else "-",
+            "yes" if received and received.stream else "no",
+            (decided.route + (" (default)" if unrouted else "")) if decided else "-",
+            (decided.model_class or "(pinned)") if decided else "-",
         ]
         if done is not None:
             ttft = "-" if done.ttft_ns is None else f"{done.ttft_ns / 1e6:.1f}"
@@ -205,7 +214,7 @@ async def _rows(store_path: str, ids: list[tuple[str, str]]) -> tuple[list[list[
                 ttft,
                 f"{done.ttlt_ns / 1e6:.1f}",
                 f"{done.usage.input_tokens}/{done.usage.output_tokens}",
-                f"ok, {fallbacks} fallback" + ("s" if fallbacks != 1 else ""),
+                "ok" if not fallbacks else f"ok after {fallbacks} fallback(s)",
             ]
         else:
             row += ["-", "-", "-", "-", "-", failed.error_type if failed else "missing"]
@@ -216,6 +225,7 @@ async def _rows(store_path: str, ids: list[tuple[str, str]]) -> tuple[list[list[
 def _print_table(rows: list[list[str]]) -> None:
     header = [
         "request",
+        "stream",
         "route",
         "class",
         "model",

@@ -9,50 +9,10 @@ from pathlib import Path
 import httpx2
 import openai
 import pytest
+from e2e_helpers import make_config
 
 from adapters.fakes import FakeOpenAIServer, FakeOpenAISettings, serve_fake_openai
-from sidecar._config import Config, parse_config
 from sidecar._service import Sidecar, open_sidecar
-
-# Two providers, both served by one fake: "alpha" is the primary, "beta" the fallback.
-CONFIG_TEMPLATE = """
-default_route = "chat"
-
-[server]
-socket = "s.sock"
-log_content = {log_content}
-
-[store]
-path = "events.db"
-
-[providers.primary]
-kind = "openai"
-base_url = "{url}"
-{key_line}
-
-[providers.backup]
-kind = "openai_compatible"
-base_url = "{url}"
-api_key_env = "TEST_BACKUP_KEY"
-
-[models.alpha]
-provider = "primary"
-id = "alpha-1"
-context_window = 8000
-capabilities = ["streaming", "tools"]
-
-[models.beta]
-provider = "backup"
-id = "beta-1"
-context_window = 16000
-
-[classes.main]
-members = ["alpha", "beta"]
-
-[routes.chat]
-class = "main"
-max_tokens = 64
-"""
 
 
 @pytest.fixture
@@ -67,17 +27,6 @@ def short_dir() -> Iterator[Path]:
 async def fake() -> AsyncIterator[FakeOpenAIServer]:
     async with serve_fake_openai(FakeOpenAISettings(api_key="fake-key")) as server:
         yield server
-
-
-def make_config(
-    directory: Path,
-    url: str,
-    *,
-    log_content: bool = False,
-    key_line: str = 'api_key_env = "TEST_PROVIDER_KEY"',
-) -> Config:
-    text = CONFIG_TEMPLATE.format(url=url, log_content=str(log_content).lower(), key_line=key_line)
-    return parse_config(text, base_dir=directory)
 
 
 @pytest.fixture

@@ -1,0 +1,113 @@
+"""The ``tollgate`` command, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import anyio
+import msgspec
+from e2e_helpers import CONFIG_TEMPLATE
+
+from adapters.fakes import FakeOpenAIServer
+from events import RequestCompleted, open_sqlite_store
+
+TOLLGATE = [sys.executable, "-c", "import sys; from sidecar._cli import main; sys.exit(main())"]
+
+
+def test_demo_runs_and_prints_the_table() -> None:
+    result = subprocess.run(
+        [*TOLLGATE, "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("request"))
+    assert "TTFT ms" in header and "provider" in header
+    rows = [line for line in lines[lines.index(header) + 2 :] if line.strip()][:9]
+    assert all(" ok" in row for row in rows), result.stdout
+    assert "fallback" in next(row for row in rows if row.startswith("code (primary 503)"))
+    assert "(default)" in next(row for row in rows if row.startswith("untagged"))
+    assert " local " in next(row for row in rows if row.startswith("private"))
+    assert "The event log is" in result.stdout
+
+
+def test_invalid_config_exits_with_the_key_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('default_route = "x"\n[providers]\n[models]\n[classes]\n[routes]\n')
+    result = subprocess.run(
+        [*TOLLGATE, "serve", "--config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "default_route: unknown route 'x'" in result.stderr
+
+
+async def test_serve_answers_then_shuts_down_cleanly_on_sigterm(
+    short_dir: Path, fake: FakeOpenAIServer
+) -> None:
+    config = short_dir / "tollgate.toml"
+    config.write_text(
+        CONFIG_TEMPLATE.format(
+            url=fake.base_url, log_content="false", key_line='api_key_env = "TEST_PROVIDER_KEY"'
+        )
+    )
+    env = {**os.environ, "TEST_PROVIDER_KEY": "fake-key", "TEST_BACKUP_KEY": "fake-key"}
+    process = await anyio.open_process([*TOLLGATE, "serve", "--config", str(config)], env=env)
+    socket_path = short_dir / "s.sock"
+    try:
+        with anyio.fail_after(20):
+            # Another process creates it: there is nothing to wait on but the file system.
+            while not socket_path.exists():  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        body = msgspec.json.encode(
+            {"model": "task:chat", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post("http://tollgate/v1/chat/completions", data=body) as response,
+        ):
+            assert response.status == 200
+            request_id = response.headers["x-tollgate-request-id"]
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert not socket_path.exists()  # removed on the way out
+    async with open_sqlite_store(str(short_dir / "events.db")) as store:
+        events = await store.read_request(request_id)
+    assert isinstance(events[-1].event, RequestCompleted)  # committed before exit
+
+
+async def test_fakes_command_prints_its_url_and_serves() -> None:
+    process = await anyio.open_process([*TOLLGATE, "fakes", "--port", "0"])
+    try:
+        assert process.stdout is not None
+        with anyio.fail_after(20):
+            line = b""
+            async for data in process.stdout:
+                line += data
+                if b"\n" in line:
+                    break
+        name, url = line.decode().split()[:2]
+        assert name == "openai"
+        assert url.startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/models") as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
