@@ -15,22 +15,32 @@ __all__ = ["Adapter", "ChunkStream"]
 class ChunkStream:
     """An upstream answer whose response headers have arrived.
 
-    Iterate it for normalized chunks; it raises :class:`~adapters.ProviderError` if the provider
-    fails after the headers (a mid-stream error, a cut connection, a missing terminator). Close
-    it, or use it as an async context manager, to release the connection.
+    Iterate it for normalized chunks, or :meth:`batches` for the chunks of each network read
+    together (so that a relay can forward them in one write). Either raises
+    :class:`~adapters.ProviderError` if the provider fails after the headers (a mid-stream
+    error, a cut connection, a missing terminator). Close it, or use it as an async context
+    manager, to release the connection.
     """
 
-    __slots__ = ("_chunks", "_release", "status")
+    __slots__ = ("_batches", "_release", "status")
 
     def __init__(
-        self, status: int, chunks: AsyncIterator[Chunk], release: Callable[[], Awaitable[None]]
+        self,
+        status: int,
+        batches: AsyncIterator[list[Chunk]],
+        release: Callable[[], Awaitable[None]],
     ) -> None:
         self.status = status
-        self._chunks = chunks
+        self._batches = batches
         self._release = release
 
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        return self._chunks
+    def batches(self) -> AsyncIterator[list[Chunk]]:
+        return self._batches
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        async for batch in self._batches:
+            for chunk in batch:
+                yield chunk
 
     async def aclose(self) -> None:
         await self._release()

@@ -6,7 +6,9 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
+import anyio
 import msgspec
+import yarl
 
 from ._base import ChunkStream
 from ._chunks import Chunk, Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageReport
@@ -20,6 +22,9 @@ __all__ = ["OpenAIAdapter", "classify_openai_error"]
 
 # Error bodies are small; a proxy's HTML page is not worth reading whole.
 _MAX_ERROR_BODY = 64 * 1024
+# After [DONE] only the end of the chunked body is left; a server that holds the connection
+# open longer loses it instead of stalling the request.
+_DRAIN_TIMEOUT_S = 1.0
 
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -148,7 +153,8 @@ class OpenAIAdapter:
         max_connections: int = 256,
     ) -> None:
         self._provider = provider
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        # Parsed once: aiohttp would parse a string URL on every request.
+        self._url = yarl.URL(base_url.rstrip("/") + "/chat/completions")
         self._api_key = api_key
         self._max_tokens_field = max_tokens_field
         self._headers = {"Content-Type": "application/json"}
@@ -160,7 +166,7 @@ class OpenAIAdapter:
 
     def __repr__(self) -> str:
         # Never the key: adapters end up in logs and tracebacks.
-        return f"{type(self).__name__}(provider={self._provider!r}, url={self._url!r})"
+        return f"{type(self).__name__}(provider={self._provider!r}, url={str(self._url)!r})"
 
     @property
     def provider(self) -> str:
@@ -172,7 +178,11 @@ class OpenAIAdapter:
             # Created on first use so that it binds to the running event loop.
             connector = aiohttp.TCPConnector(limit=self._max_connections)
             session = self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, headers=self._headers
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._headers,
+                # Requests of many tenants share this session: no cookie may carry across.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         try:
             response = await session.post(self._url, data=self._encode(request))
@@ -189,14 +199,14 @@ class OpenAIAdapter:
             finally:
                 response.release()
             raise self._status_error(response.status, response.headers, body)
-        chunks = self._stream(response) if request.stream else self._whole(response)
+        batches = self._stream(response) if request.stream else self._whole(response)
 
         async def release() -> None:
-            await chunks.aclose()
+            await batches.aclose()
             # Returns the connection to the pool if the body was read to its end, else closes it.
             response.release()
 
-        return ChunkStream(response.status, chunks, release)
+        return ChunkStream(response.status, batches, release)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -217,7 +227,7 @@ class OpenAIAdapter:
             body["stream_options"] = merged
         return _encode(body)
 
-    async def _whole(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
+    async def _whole(self, response: aiohttp.ClientResponse) -> AsyncGenerator[list[Chunk], None]:
         try:
             raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -230,63 +240,71 @@ class OpenAIAdapter:
             raise self._error(
                 ErrorClass.SERVER_ERROR, f"malformed response body: {exc}", after=True
             ) from exc
+        chunks: list[Chunk] = []
         if completion.choices:
             choice = completion.choices[0]
             message = choice.message
             if message.content:
-                yield TextDelta(message.content)
+                chunks.append(TextDelta(message.content))
             for index, call in enumerate(message.tool_calls or ()):
                 function = call.function or _WireFunction()
-                yield ToolCallDelta(
-                    index=index, id=call.id, name=function.name, arguments=function.arguments or ""
+                chunks.append(
+                    ToolCallDelta(
+                        index=index,
+                        id=call.id,
+                        name=function.name,
+                        arguments=function.arguments or "",
+                    )
                 )
-            yield self._finish(choice.finish_reason, refused=bool(message.refusal))
+            chunks.append(self._finish(choice.finish_reason, refused=bool(message.refusal)))
         if completion.usage is not None:
-            yield UsageReport(self._usage(completion.usage))
+            chunks.append(UsageReport(self._usage(completion.usage)))
+        yield chunks
 
-    async def _stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
+    async def _stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[list[Chunk], None]:
         decoder = SSEDecoder()
         usage: _WireUsage | None = None
         refused = False
         try:
             async for data in response.content.iter_any():
+                batch: list[Chunk] = []
+                failure: ProviderError | None = None
                 for event in decoder.feed(data):
                     if event.data.startswith("[DONE]"):
                         # The usage chunk precedes [DONE]; some servers repeat it, so the
                         # last one seen wins.
                         if usage is not None:
-                            yield UsageReport(self._usage(usage))
+                            batch.append(UsageReport(self._usage(usage)))
+                        yield batch
+                        # Read the end of the body, so the connection goes back to the pool.
+                        with anyio.move_on_after(_DRAIN_TIMEOUT_S):
+                            while await response.content.readany():
+                                pass
                         return
                     try:
                         chunk = _decode_chunk(event.data)
                     except msgspec.DecodeError as exc:
-                        raise self._error(
+                        failure = self._error(
                             ErrorClass.SERVER_ERROR,
                             f"malformed stream event: {exc}",
                             code="malformed_sse",
                             after=True,
-                        ) from exc
+                        )
+                        break
                     if chunk.error is not None:
-                        raise self._stream_error(chunk.error)
+                        failure = self._stream_error(chunk.error)
+                        break
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices[:1]:
-                        delta = choice.delta
-                        if delta is not None:
-                            if delta.content:
-                                yield TextDelta(delta.content)
-                            if delta.refusal:
-                                refused = True
-                            for call in delta.tool_calls or ():
-                                function = call.function or _WireFunction()
-                                yield ToolCallDelta(
-                                    index=call.index,
-                                    id=call.id,
-                                    name=function.name,
-                                    arguments=function.arguments or "",
-                                )
+                        refused = self._choice_chunks(choice, batch) or refused
                         if choice.finish_reason is not None:
-                            yield self._finish(choice.finish_reason, refused=refused)
+                            batch.append(self._finish(choice.finish_reason, refused=refused))
+                if batch:
+                    # What arrived before a failure is still delivered, then the failure.
+                    yield batch
+                if failure is not None:
+                    raise failure
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise self._error(
                 ErrorClass.SERVER_ERROR, "connection lost mid-stream", after=True
@@ -297,6 +315,25 @@ class OpenAIAdapter:
             code="stream_truncated",
             after=True,
         )
+
+    def _choice_chunks(self, choice: _WireChunkChoice, batch: list[Chunk]) -> bool:
+        """Append the choice's deltas to ``batch``; True if it carried a refusal."""
+        delta = choice.delta
+        if delta is None:
+            return False
+        if delta.content:
+            batch.append(TextDelta(delta.content))
+        for call in delta.tool_calls or ():
+            function = call.function or _WireFunction()
+            batch.append(
+                ToolCallDelta(
+                    index=call.index,
+                    id=call.id,
+                    name=function.name,
+                    arguments=function.arguments or "",
+                )
+            )
+        return bool(delta.refusal)
 
     def _finish(self, raw: str | None, *, refused: bool) -> Finish:
         reason = _FINISH_REASONS.get(raw or "", "other")

@@ -39,6 +39,9 @@ class SSEDecoder:
         self._has_fields = False
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        if not chunk:
+            # Changes nothing; in particular a CR-ended read still pairs with the next LF.
+            return []
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":

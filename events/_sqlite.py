@@ -6,8 +6,12 @@ figures behind these choices.
 * One writer task owns the write connection; nothing else writes through it. Appenders hand it
   commands over a bounded memory stream. It takes one, drains whatever else is already queued (up
   to ``max_batch`` events, never splitting one call's events) and commits them in one transaction
-  (group commit). On the common path a batch costs two thread hops: ``executemany``, which opens
-  the transaction with an implicit ``BEGIN IMMEDIATE``, then ``COMMIT``.
+  (group commit). The transaction itself runs on the write connection's own thread, in one call
+  (``_sqlite_writer``); readers use aiosqlite.
+* When a batch holds only submits (nobody waits on them), the writer lingers ``linger_s`` (2 ms)
+  for more before committing, so that at low load one commit carries a whole request instead of
+  one commit per phase. An append arriving meanwhile ends the linger: durability waits never
+  pay for it. A submitted event is thus committed within about ``linger_s`` plus a commit.
 * The writer numbers the events itself (``last + 1, last + 2, ...``) and inserts the numbers
   explicitly. It is meant to be the only writer of the file; if another process appends anyway,
   the insert fails on the primary key and the store fails loudly rather than reporting wrong
@@ -27,19 +31,19 @@ aiosqlite resolves asyncio futures, so this store runs on anyio's asyncio backen
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, TypeAlias, get_args
+from typing import Any, Final, get_args
 
 import aiosqlite
 import anyio
 
 from ._codec import decode_event, encode_event
+from ._sqlite_writer import BUSY_TIMEOUT_MS, Row, SQLiteWriter
 from ._store import StoreClosedError, StoredEvent, StoreError
 from ._types import Event
 
@@ -47,32 +51,8 @@ __all__ = ["SQLiteEventStore", "open_sqlite_store"]
 
 _log = logging.getLogger(__name__)
 
-_SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = (
-    """
-    CREATE TABLE events (
-        seq INTEGER PRIMARY KEY,
-        event_id TEXT NOT NULL UNIQUE,
-        type TEXT NOT NULL,
-        request_id TEXT NOT NULL,
-        tenant TEXT NOT NULL,
-        ts_ns INTEGER NOT NULL,
-        data BLOB NOT NULL
-    )
-    """,
-    # Request ids are time-ordered (UUIDv7), so this index grows at its right edge.
-    "CREATE INDEX events_request_id ON events (request_id)",
-)
-_BUSY_TIMEOUT_MS: Final = 5000
-
-_INSERT: Final = (
-    "INSERT INTO events (seq, event_id, type, request_id, tenant, ts_ns, data)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
-)
 _READ: Final = "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 _READ_REQUEST: Final = "SELECT seq, data FROM events WHERE request_id = ? ORDER BY seq"
-# Stay well below SQLite's limit on bound variables per statement.
-_LOOKUP_CHUNK: Final = 500
 _TAIL_PAGE: Final = 1000
 
 _I64_MIN: Final = -(2**63)
@@ -83,11 +63,8 @@ _TAGS: Final[dict[type[Any], str]] = {
     cls: str(cls.__struct_config__.tag) for cls in get_args(Event)
 }
 
-# (event_id, type, request_id, tenant, ts_ns, data): the columns after seq.
-_Row: TypeAlias = tuple[str, str, str, str, int, bytes]
 
-
-def _row(event: Event) -> _Row:
+def _row(event: Event) -> Row:
     """Encode ``event`` for the writer; bad events fail here, in the caller, not in a batch."""
     tag = _TAGS.get(type(event))
     if tag is None:
@@ -102,7 +79,7 @@ class _Command:
 
     __slots__ = ("done", "error", "rows", "seqs")
 
-    def __init__(self, rows: list[_Row], *, wait: bool) -> None:
+    def __init__(self, rows: list[Row], *, wait: bool) -> None:
         self.rows = rows
         self.done: anyio.Event | None = anyio.Event() if wait else None
         self.seqs: list[int] = []
@@ -128,18 +105,22 @@ class SQLiteEventStore:
 
     def __init__(
         self,
-        writer: aiosqlite.Connection,
+        writer: SQLiteWriter,
         reader: aiosqlite.Connection,
         last_seq: int,
         *,
         queue_size: int,
         max_batch: int,
+        linger_s: float,
     ) -> None:
-        self._writer_db = writer
+        self._writer = writer
         self._reader_db = reader
         # The newest committed seq. Only the writer task changes it, after each COMMIT.
         self._last_seq = last_seq
         self._max_batch = max_batch
+        self._linger_s = linger_s
+        # Set when an append (someone waiting for durability) arrives while the writer lingers.
+        self._append_waiting = anyio.Event()
         self._send, self._receive = anyio.create_memory_object_stream[_Command](queue_size)
         # Set, then replaced by a fresh one, after every commit (and at close): tailers wait on it.
         self._committed = anyio.Event()
@@ -165,6 +146,7 @@ class SQLiteEventStore:
             return []
         command = _Command([_row(event) for event in events], wait=True)
         await self._enqueue(command)
+        self._append_waiting.set()
         assert command.done is not None
         await command.done.wait()
         if command.error is not None:
@@ -280,7 +262,7 @@ class SQLiteEventStore:
                 self._closed = True
                 self._signal_commit()
                 try:
-                    await self._writer_db.close()
+                    await self._writer.close()
                 finally:
                     await self._reader_db.close()
                     self._closed_event.set()
@@ -293,16 +275,23 @@ class SQLiteEventStore:
         with anyio.CancelScope(shield=True):
             try:
                 async for command in self._receive:
-                    if not await self._commit(self._drain(command)):
+                    batch = self._drain([command])
+                    if self._linger_s and all(c.done is None for c in batch):
+                        # Nobody waits on these: let more gather for one commit (a request's
+                        # phases, or several requests), unless an append arrives meanwhile.
+                        with anyio.move_on_after(self._linger_s):
+                            await self._append_waiting.wait()
+                        self._append_waiting = anyio.Event()
+                        batch = self._drain(batch)
+                    if not await self._commit(batch):
                         break
             finally:
                 self._receive.close()
                 self._writer_done.set()
 
-    def _drain(self, first: _Command) -> list[_Command]:
-        """``first`` plus whatever is already queued, up to about ``max_batch`` events."""
-        batch = [first]
-        size = len(first.rows)
+    def _drain(self, batch: list[_Command]) -> list[_Command]:
+        """``batch`` plus whatever is already queued, up to about ``max_batch`` events."""
+        size = sum(len(c.rows) for c in batch)
         while size < self._max_batch:
             try:
                 command = self._receive.receive_nowait()
@@ -318,8 +307,7 @@ class SQLiteEventStore:
         try:
             seqs = await self._insert(rows)
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                await self._writer_db.rollback()
+            # The transaction was rolled back on the writer thread.
             self._fail(batch, exc)
             return False
         start = 0
@@ -330,49 +318,9 @@ class SQLiteEventStore:
         self._signal_commit()
         return True
 
-    async def _insert(self, rows: list[_Row]) -> list[int]:
+    async def _insert(self, rows: list[Row]) -> list[int]:
         """Insert ``rows`` in one transaction and commit; return the seq of each row."""
-        first = self._last_seq + 1
-        cursor = await self._writer_db.executemany(
-            _INSERT, [(first + i, *row) for i, row in enumerate(rows)]
-        )
-        if cursor.rowcount != len(rows):
-            # Some event ids are already stored (or repeat within the batch): the rows after a
-            # skipped one carry seqs with a gap. Undo and number them knowing the duplicates.
-            await self._writer_db.rollback()
-            return await self._insert_deduplicated(rows)
-        await self._writer_db.commit()
-        self._last_seq = first + len(rows) - 1
-        return list(range(first, first + len(rows)))
-
-    async def _insert_deduplicated(self, rows: list[_Row]) -> list[int]:
-        db = self._writer_db
-        # Look the ids up inside the write transaction, so nothing can change them meanwhile.
-        await db.execute("BEGIN IMMEDIATE")
-        ids = list(dict.fromkeys(row[0] for row in rows))
-        known: dict[str, int] = {}
-        for start in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[start : start + _LOOKUP_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT event_id, seq FROM events WHERE event_id IN ({marks})"
-            for event_id, seq in await db.execute_fetchall(sql, chunk):
-                known[event_id] = seq
-        next_seq = self._last_seq + 1
-        fresh: list[tuple[int, str, str, str, str, int, bytes]] = []
-        seqs: list[int] = []
-        for row in rows:
-            seq = known.get(row[0])
-            if seq is None:
-                seq = known[row[0]] = next_seq
-                next_seq += 1
-                fresh.append((seq, *row))
-            seqs.append(seq)
-        if fresh:
-            cursor = await db.executemany(_INSERT, fresh)
-            if cursor.rowcount != len(fresh):
-                raise StoreError("event ids changed during a write transaction")
-        await db.commit()
-        self._last_seq = next_seq - 1
+        seqs, self._last_seq = await self._writer.insert(rows, self._last_seq + 1)
         return seqs
 
     def _fail(self, batch: list[_Command], exc: Exception) -> None:
@@ -411,19 +359,23 @@ async def open_sqlite_store(
     *,
     queue_size: int = 1024,
     max_batch: int = 1024,
+    linger_s: float = 0.002,
 ) -> AsyncIterator[SQLiteEventStore]:
     """Open (creating if needed) the event log at ``path`` and run its writer task.
 
     ``queue_size`` bounds the number of queued append/submit calls (beyond it callers wait);
-    ``max_batch`` bounds the events per group commit (one call's events are never split). On
+    ``max_batch`` bounds the events per group commit (one call's events are never split).
+    ``linger_s``: when a batch holds only submits, the writer waits this long for more before
+    committing, so that one commit carries more events (an append cuts the wait short). On
     exit everything queued is committed, the writer stops and the connections close.
     """
     if queue_size < 1 or max_batch < 1:
         raise ValueError("queue_size and max_batch must be at least 1")
+    if not 0 <= linger_s <= 1:
+        raise ValueError("linger_s must be between 0 and 1 second")
     file = Path(path)
-    writer = await _connect(str(file), isolation_level="IMMEDIATE")
+    writer, last_seq = await SQLiteWriter.open(file)
     try:
-        last_seq = await _prepare(writer, file)
         # Read-only: readers can never take the write lock by accident.
         uri = (await anyio.Path(file).resolve()).as_uri()
         reader = await _connect(f"{uri}?mode=ro", uri=True)
@@ -431,7 +383,9 @@ async def open_sqlite_store(
         with anyio.CancelScope(shield=True):
             await writer.close()
         raise
-    store = SQLiteEventStore(writer, reader, last_seq, queue_size=queue_size, max_batch=max_batch)
+    store = SQLiteEventStore(
+        writer, reader, last_seq, queue_size=queue_size, max_batch=max_batch, linger_s=linger_s
+    )
     body_error: BaseException | None = None
     async with anyio.create_task_group() as task_group:
         task_group.start_soon(store._run_writer)
@@ -453,43 +407,9 @@ async def _connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
     except sqlite3.Error as exc:
         raise StoreError(f"{database}: cannot open the event store: {exc}") from exc
     try:
-        await db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     except BaseException:
         with anyio.CancelScope(shield=True):
             await db.close()
         raise
     return db
-
-
-async def _prepare(db: aiosqlite.Connection, file: Path) -> int:
-    """Set the pragmas, create or check the schema; return the newest seq in the log."""
-    try:
-        mode = await _scalar(db, "PRAGMA journal_mode = WAL")
-        if mode != "wal":
-            raise StoreError(f"{file}: cannot use WAL (journal_mode is {mode})")
-        await db.execute("PRAGMA synchronous = NORMAL")
-        # Immediate: two processes opening one new file cannot both create the schema.
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            version = await _scalar(db, "PRAGMA user_version")
-            if version == 0:
-                for statement in _SCHEMA:
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            elif version != _SCHEMA_VERSION:
-                raise StoreError(f"{file}: unknown event-store schema version {version}")
-            last_seq = await _scalar(db, "SELECT coalesce(max(seq), 0) FROM events")
-            await db.commit()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await db.rollback()
-            raise
-    except sqlite3.Error as exc:
-        raise StoreError(f"{file}: cannot open the event store: {exc}") from exc
-    assert isinstance(last_seq, int)
-    return last_seq
-
-
-async def _scalar(db: aiosqlite.Connection, sql: str) -> object:
-    rows: Iterable[Any] = await db.execute_fetchall(sql)
-    return next(iter(rows))[0]

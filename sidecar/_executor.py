@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -81,8 +81,11 @@ class ResponseSink(Protocol):
         """Called once, before the first content chunk (or at the end, for an empty answer)."""
         ...
 
-    async def send(self, chunk: TextDelta | ToolCallDelta) -> None:
-        """Forward one content chunk; raise :class:`ClientDisconnectedError` if it can't."""
+    async def send(self, chunks: Sequence[TextDelta | ToolCallDelta]) -> None:
+        """Forward content chunks (those of one upstream read, together).
+
+        Raises :class:`ClientDisconnectedError` if the client can no longer take them.
+        """
         ...
 
 
@@ -429,22 +432,27 @@ class Executor:
     ) -> None:
         adapter = self._adapters[candidate.provider]
         async with await adapter.send(upstream) as stream:
-            async for chunk in stream:
-                if isinstance(chunk, TextDelta | ToolCallDelta):
-                    if progress.first_ns is None:
-                        progress.first_ns = time.perf_counter_ns()
-                        await sink.begin(served)
-                    progress.chunks += 1
+            async for batch in stream.batches():
+                content: list[TextDelta | ToolCallDelta] = []
+                for chunk in batch:
                     if isinstance(chunk, TextDelta):
                         progress.chars += len(chunk.text)
                         progress.hasher.update(chunk.text.encode())
                         if progress.text is not None:
                             progress.text.append(chunk.text)
-                    await sink.send(chunk)
-                elif isinstance(chunk, Finish):
-                    progress.finish = chunk
-                elif isinstance(chunk, UsageReport):
-                    progress.usage = chunk.usage
+                        content.append(chunk)
+                    elif isinstance(chunk, ToolCallDelta):
+                        content.append(chunk)
+                    elif isinstance(chunk, Finish):
+                        progress.finish = chunk
+                    elif isinstance(chunk, UsageReport):
+                        progress.usage = chunk.usage
+                if content:
+                    if progress.first_ns is None:
+                        progress.first_ns = time.perf_counter_ns()
+                        await sink.begin(served)
+                    progress.chunks += len(content)
+                    await sink.send(content)
 
     async def _fail(
         self,

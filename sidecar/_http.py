@@ -13,7 +13,7 @@ import re
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,18 +248,20 @@ class _Collector:
     async def begin(self, served: Served) -> None:
         pass
 
-    async def send(self, chunk: TextDelta | ToolCallDelta) -> None:
-        if isinstance(chunk, TextDelta):
-            self._text.append(chunk.text)
-            return
-        call = self._calls.setdefault(
-            chunk.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-        )
-        if chunk.id:
-            call["id"] = chunk.id
-        if chunk.name:
-            call["function"]["name"] = chunk.name
-        call["function"]["arguments"] += chunk.arguments
+    async def send(self, chunks: Sequence[TextDelta | ToolCallDelta]) -> None:
+        for chunk in chunks:
+            if isinstance(chunk, TextDelta):
+                self._text.append(chunk.text)
+                continue
+            call = self._calls.setdefault(
+                chunk.index,
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if chunk.id:
+                call["id"] = chunk.id
+            if chunk.name:
+                call["function"]["name"] = chunk.name
+            call["function"]["arguments"] += chunk.arguments
 
     def completion(self, outcome: Outcome) -> bytes:
         message: dict[str, Any] = {
@@ -315,11 +317,22 @@ class _SSEWriter:
         self.response = response
         try:
             await response.prepare(self._request)
-            await self._write({"role": "assistant", "content": ""})
+            await response.write(
+                self._prefix + b'{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+            )
         except ConnectionError as exc:
             raise ClientDisconnectedError from exc
 
-    async def send(self, chunk: TextDelta | ToolCallDelta) -> None:
+    async def send(self, chunks: Sequence[TextDelta | ToolCallDelta]) -> None:
+        # One write for the chunks of one upstream read: a syscall per chunk would dominate.
+        data = b"".join(self._event(chunk) for chunk in chunks)
+        assert self.response is not None
+        try:
+            await self.response.write(data)
+        except ConnectionError as exc:
+            raise ClientDisconnectedError from exc
+
+    def _event(self, chunk: TextDelta | ToolCallDelta) -> bytes:
         if isinstance(chunk, TextDelta):
             delta: dict[str, Any] = {"content": chunk.text}
         else:
@@ -331,10 +344,7 @@ class _SSEWriter:
                 call["type"] = "function"
                 function["name"] = chunk.name or ""
             delta = {"tool_calls": [call]}
-        try:
-            await self._write(delta)
-        except ConnectionError as exc:
-            raise ClientDisconnectedError from exc
+        return self._prefix + _encode(delta) + b',"finish_reason":null}]}\n\n'
 
     async def finish(self, outcome: Outcome) -> None:
         assert self.response is not None
@@ -356,7 +366,3 @@ class _SSEWriter:
             await self.response.write_eof()
         except ConnectionError:
             pass
-
-    async def _write(self, delta: dict[str, Any]) -> None:
-        assert self.response is not None
-        await self.response.write(self._prefix + _encode(delta) + b',"finish_reason":null}]}\n\n')

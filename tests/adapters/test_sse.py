@@ -63,6 +63,10 @@ def test_crlf_split_between_reads_is_one_line_end() -> None:
     assert decode([b"data: a\r", b"\ndata: b\r\n\r\n"]) == [ServerSentEvent(data="a\nb")]
 
 
+def test_empty_read_between_cr_and_lf_changes_nothing() -> None:
+    assert decode([b"data: a\r", b"", b"\ndata: b\n\n"]) == [ServerSentEvent(data="a\nb")]
+
+
 def test_partial_last_line_is_dropped_at_eof() -> None:
     assert decode([b'data: whole\n\ndata: {"cut']) == [ServerSentEvent(data="whole")]
 

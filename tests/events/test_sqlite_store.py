@@ -109,7 +109,8 @@ async def test_group_commit_uses_few_immediate_transactions(path: Path) -> None:
     statements: list[str] = []
     async with open_sqlite_store(path) as store:
         # Private access on purpose: the transactions are what this test is about.
-        await store._writer_db.set_trace_callback(statements.append)
+        writer = store._writer
+        await writer.call(writer.connection.set_trace_callback, statements.append)
         async with anyio.create_task_group() as tg:
             for _ in range(200):
                 tg.start_soon(store.append, [fallback()])
@@ -315,3 +316,24 @@ async def test_rejects_bad_options(path: Path) -> None:
     with pytest.raises(ValueError, match="max_batch"):
         async with open_sqlite_store(path, max_batch=0):
             pass
+
+
+async def test_linger_lets_submits_share_a_commit(path: Path) -> None:
+    for linger_s, expected in ((0.2, 1), (0.0, 2)):
+        statements: list[str] = []
+        async with open_sqlite_store(path, linger_s=linger_s) as store:
+            writer = store._writer
+            await writer.call(writer.connection.set_trace_callback, statements.append)
+            await store.submit([fallback()])
+            await anyio.sleep(0.02)  # well inside the linger, well past an immediate commit
+            await store.submit([fallback()])
+        assert statements.count("COMMIT") == expected, linger_s
+
+
+async def test_an_append_is_not_held_by_the_linger(path: Path) -> None:
+    async with open_sqlite_store(path, linger_s=1.0) as store:
+        await store.submit([fallback()])
+        # The writer is lingering on the submit; the append must end that, not wait it out.
+        with anyio.fail_after(0.8):
+            seqs = await store.append([fallback()])
+        assert seqs == [2]
