@@ -10,18 +10,15 @@ import anyio
 import msgspec
 import yarl
 
-from ._base import ChunkStream
 from ._chunks import Chunk, Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageReport
 from ._errors import ErrorClass, ProviderError, looks_like_context_overflow
-from ._redact import redact
-from ._request import ChatRequest
+from ._http import HTTPAdapter, UpstreamCall
+from ._request import ChatRequest, Message, TextPart
 from ._retry_after import parse_retry_after, parse_wait_in_message
 from ._sse import SSEDecoder
 
 __all__ = ["OpenAIAdapter", "classify_openai_error"]
 
-# Error bodies are small; a proxy's HTML page is not worth reading whole.
-_MAX_ERROR_BODY = 64 * 1024
 # After [DONE] only the end of the chunked body is left; a server that holds the connection
 # open longer loses it instead of stalling the request.
 _DRAIN_TIMEOUT_S = 1.0
@@ -136,8 +133,8 @@ def classify_openai_error(
     return ErrorClass.BAD_REQUEST, False
 
 
-class OpenAIAdapter:
-    """Chat Completions, streamed or not, over one pooled aiohttp session per provider."""
+class OpenAIAdapter(HTTPAdapter):
+    """Chat Completions, streamed or not."""
 
     # xAI counts reasoning outside completion_tokens; OpenAI counts it inside.
     completion_excludes_reasoning = False
@@ -152,71 +149,22 @@ class OpenAIAdapter:
         connect_timeout_s: float = 10.0,
         max_connections: int = 256,
     ) -> None:
-        self._provider = provider
+        super().__init__(
+            provider,
+            base_url=base_url,
+            api_key=api_key,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
+        )
         # Parsed once: aiohttp would parse a string URL on every request.
-        self._url = yarl.URL(base_url.rstrip("/") + "/chat/completions")
-        self._api_key = api_key
+        self._url = yarl.URL(self._base_url + "/chat/completions")
         self._max_tokens_field = max_tokens_field
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
 
-    def __repr__(self) -> str:
-        # Never the key: adapters end up in logs and tracebacks.
-        return f"{type(self).__name__}(provider={self._provider!r}, url={str(self._url)!r})"
-
-    @property
-    def provider(self) -> str:
-        return self._provider
-
-    async def send(self, request: ChatRequest) -> ChunkStream:
-        session = self._session
-        if session is None:
-            # Created on first use so that it binds to the running event loop.
-            connector = aiohttp.TCPConnector(limit=self._max_connections)
-            session = self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                headers=self._headers,
-                # Requests of many tenants share this session: no cookie may carry across.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        try:
-            response = await session.post(self._url, data=self._encode(request))
-        except TimeoutError as exc:
-            raise self._error(ErrorClass.TIMEOUT, "timed out connecting to the provider") from exc
-        except aiohttp.ClientError as exc:
-            message = f"could not reach the provider: {type(exc).__name__}"
-            raise self._error(ErrorClass.SERVER_ERROR, message) from exc
-        if response.status >= 300:
-            try:
-                body = await response.content.read(_MAX_ERROR_BODY)
-            except (aiohttp.ClientError, TimeoutError):
-                body = b""
-            finally:
-                response.release()
-            raise self._status_error(response.status, response.headers, body)
-        batches = self._stream(response) if request.stream else self._whole(response)
-
-        async def release() -> None:
-            await batches.aclose()
-            # Returns the connection to the pool if the body was read to its end, else closes it.
-            response.release()
-
-        return ChunkStream(response.status, batches, release)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _encode(self, request: ChatRequest) -> bytes:
+    def _prepare(self, request: ChatRequest) -> UpstreamCall:
         body: dict[str, Any] = dict(request.params)
         body["model"] = request.model
-        body["messages"] = request.messages
+        body["messages"] = _without_cache_control(request.messages)
         body[self._max_tokens_field] = request.max_tokens
         body["stream"] = request.stream
         if request.stream:
@@ -225,7 +173,7 @@ class OpenAIAdapter:
             # Without it a stream reports no usage and its cost would be unknown.
             merged["include_usage"] = True
             body["stream_options"] = merged
-        return _encode(body)
+        return UpstreamCall(self._url, _encode(body))
 
     async def _whole(self, response: aiohttp.ClientResponse) -> AsyncGenerator[list[Chunk], None]:
         try:
@@ -364,38 +312,38 @@ class OpenAIAdapter:
         retry_after = parse_retry_after(headers)
         if retry_after is None and error_class is ErrorClass.RATE_LIMITED:
             retry_after = parse_wait_in_message(message)
-        return ProviderError(
-            error_class,
-            redact(message, self._api_key),
-            provider=self._provider,
-            status=status,
-            provider_code=code,
-            retry_after_s=retry_after,
-            quota=quota,
+        return self._error(
+            error_class, message, code=code, status=status, retry_after_s=retry_after, quota=quota
         )
 
     def _stream_error(self, error: Any) -> ProviderError:
         message, error_type, code = _error_fields_from(error)
         error_class, quota = classify_openai_error(None, error_type, code, message)
-        return ProviderError(
-            error_class,
-            redact(message or "error event in the stream", self._api_key),
-            provider=self._provider,
-            provider_code=code,
-            quota=quota,
-            after_response=True,
+        return self._error(
+            error_class, message or "error event in the stream", code=code, quota=quota, after=True
         )
 
-    def _error(
-        self, error_class: ErrorClass, message: str, *, code: str | None = None, after: bool = False
-    ) -> ProviderError:
-        return ProviderError(
-            error_class,
-            redact(message, self._api_key),
-            provider=self._provider,
-            provider_code=code,
-            after_response=after,
+
+def _without_cache_control(messages: list[Message]) -> list[Message]:
+    """Chat Completions rejects Anthropic's cache_control; caching is automatic there."""
+    if not any(
+        isinstance(m.content, list)
+        and any(isinstance(p, TextPart) and p.cache_control is not None for p in m.content)
+        for m in messages
+    ):
+        return messages
+    return [
+        msgspec.structs.replace(
+            m,
+            content=[
+                msgspec.structs.replace(p, cache_control=None) if isinstance(p, TextPart) else p
+                for p in m.content
+            ],
         )
+        if isinstance(m.content, list)
+        else m
+        for m in messages
+    ]
 
 
 def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:

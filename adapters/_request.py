@@ -30,6 +30,9 @@ class _Part(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="type"):
 
 class TextPart(_Part, frozen=True, tag="text"):
     text: str
+    # Anthropic prompt caching ({"type": "ephemeral"}), passed through on the part it marks.
+    # Adapters for providers without it leave it out.
+    cache_control: dict[str, Any] | None = None
 
 
 class ImageURL(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -20,6 +20,7 @@ from adapters import (
     OpenAIAdapter,
     ProviderError,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     Usage,
     UsageReport,
@@ -330,3 +331,19 @@ def test_retry_after_parsing() -> None:
 
 def test_usage_struct_defaults_are_zero() -> None:
     assert Usage() == Usage(0, 0, 0, 0, 0)
+
+
+async def test_anthropic_cache_control_is_not_sent_to_openai(
+    adapter: OpenAIAdapter, fake: FakeOpenAIServer
+) -> None:
+    marked = Message(
+        role="user",
+        content=[TextPart(text="A long, reused preamble.", cache_control={"type": "ephemeral"})],
+    )
+    req = ChatRequest(model="m-1", messages=[marked], max_tokens=16, stream=False)
+    await collect(adapter, req)
+    body = (await fake.control.requests("m-1"))[-1].body_json()
+    assert isinstance(body, dict)
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "A long, reused preamble."}]}
+    ]
