@@ -2,6 +2,7 @@
 
 from ._base import Adapter, ChunkStream
 from ._chunks import Chunk, Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageReport
+from ._compatible import OpenAICompatibleAdapter, classify_compatible_error
 from ._errors import ErrorClass, ProviderError, looks_like_context_overflow
 from ._openai import OpenAIAdapter, classify_openai_error
 from ._redact import redact
@@ -19,6 +20,7 @@ from ._request import (
 )
 from ._retry_after import parse_retry_after, parse_wait_in_message
 from ._sse import ServerSentEvent, SSEDecoder
+from ._xai import XAIAdapter, classify_xai_error
 
 __all__ = [
     "Adapter",
@@ -35,6 +37,7 @@ __all__ = [
     "ImageURL",
     "Message",
     "OpenAIAdapter",
+    "OpenAICompatibleAdapter",
     "ProviderError",
     "SSEDecoder",
     "ServerSentEvent",
@@ -45,7 +48,10 @@ __all__ = [
     "ToolCallFunction",
     "Usage",
     "UsageReport",
+    "XAIAdapter",
+    "classify_compatible_error",
     "classify_openai_error",
+    "classify_xai_error",
     "looks_like_context_overflow",
     "parse_retry_after",
     "parse_wait_in_message",

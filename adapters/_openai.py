@@ -240,7 +240,7 @@ class OpenAIAdapter(HTTPAdapter):
                         )
                         break
                     if chunk.error is not None:
-                        failure = self._stream_error(chunk.error)
+                        failure = self._stream_error(event.data)
                         break
                     if chunk.usage is not None:
                         usage = chunk.usage
@@ -305,10 +305,10 @@ class OpenAIAdapter(HTTPAdapter):
         )
 
     def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        message, error_type, code = _error_fields(body)
+        message, error_type, code = self._body_fields(body)
         if not message:
             message = f"HTTP {status}"
-        error_class, quota = classify_openai_error(status, error_type, code, message)
+        error_class, quota = self._classify(status, error_type, code, message)
         retry_after = parse_retry_after(headers)
         if retry_after is None and error_class is ErrorClass.RATE_LIMITED:
             retry_after = parse_wait_in_message(message)
@@ -316,12 +316,35 @@ class OpenAIAdapter(HTTPAdapter):
             error_class, message, code=code, status=status, retry_after_s=retry_after, quota=quota
         )
 
-    def _stream_error(self, error: Any) -> ProviderError:
-        message, error_type, code = _error_fields_from(error)
-        error_class, quota = classify_openai_error(None, error_type, code, message)
+    def _body_fields(self, body: bytes) -> tuple[str, str | None, str | None]:
+        try:
+            decoded = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            # A proxy's HTML page or a plain-text body: its start is the best message there is.
+            return body[:200].decode("utf-8", errors="replace").strip(), None, None
+        return self._error_fields(decoded)
+
+    def _stream_error(self, data: str) -> ProviderError:
+        """Classify an error event (``data`` is its JSON, already known to decode)."""
+        message, error_type, code = self._error_fields(msgspec.json.decode(data))
+        error_class, quota = self._classify(None, error_type, code, message)
         return self._error(
             error_class, message or "error event in the stream", code=code, quota=quota, after=True
         )
+
+    # -- what a variant of Chat Completions (xAI, self-hosted servers) may override ------------
+
+    def _error_fields(self, envelope: Any) -> tuple[str, str | None, str | None]:
+        """(message, type, code) of a decoded error body or in-stream error event."""
+        if isinstance(envelope, dict):
+            return _error_fields_from(envelope.get("error", envelope))
+        return "", None, None
+
+    def _classify(
+        self, status: int | None, error_type: str | None, code: str | None, message: str
+    ) -> tuple[ErrorClass, bool]:
+        """The provider's one classification function; ``status`` is None mid-stream."""
+        return classify_openai_error(status, error_type, code, message)
 
 
 def _without_cache_control(messages: list[Message]) -> list[Message]:
@@ -344,16 +367,6 @@ def _without_cache_control(messages: list[Message]) -> list[Message]:
         else m
         for m in messages
     ]
-
-
-def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
-    try:
-        decoded = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return body[:200].decode("utf-8", errors="replace").strip(), None, None
-    if isinstance(decoded, dict):
-        return _error_fields_from(decoded.get("error", decoded))
-    return "", None, None
 
 
 def _error_fields_from(error: Any) -> tuple[str, str | None, str | None]:

@@ -22,6 +22,10 @@ __all__ = [
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
+    "CandidateSkipped",
+    "CircuitClosed",
+    "CircuitHalfOpened",
+    "CircuitOpened",
     "DroppedCandidate",
     "Event",
     "EventBase",
@@ -29,6 +33,7 @@ __all__ = [
     "RequestCompleted",
     "RequestFailed",
     "RequestReceived",
+    "RetryScheduled",
     "RouteDecided",
     "TaskUnrouted",
     "TokenUsage",
@@ -136,6 +141,53 @@ class FallbackTaken(EventBase, frozen=True, tag="fallback_taken.v1"):
     error_class: str
 
 
+class RetryScheduled(EventBase, frozen=True, tag="retry_scheduled.v1"):
+    """The same model is tried again after ``wait_ms`` (Retry-After or backoff)."""
+
+    attempt: int
+    model: str
+    provider: str
+    error_class: str
+    wait_ms: int
+
+
+class CandidateSkipped(EventBase, frozen=True, tag="candidate_skipped.v1"):
+    """A candidate of the chain was passed over at dispatch time.
+
+    Reasons: ``breaker_open``, ``provider_failed`` (an earlier attempt showed the provider can't
+    serve this request: auth, quota, model gone), ``smaller_context`` (after a context
+    overflow, only a larger window can help).
+    """
+
+    model: str
+    provider: str
+    reason: str
+
+
+class CircuitOpened(EventBase, frozen=True, tag="circuit_opened.v1"):
+    """The provider's breaker opened: its models are skipped until the cooldown has passed.
+
+    The envelope is that of the request whose failure tripped it.
+    """
+
+    provider: str
+    failures: int
+    window_s: float
+    cooldown_s: float
+
+
+class CircuitHalfOpened(EventBase, frozen=True, tag="circuit_half_opened.v1"):
+    """The cooldown passed: this request goes through as a probe."""
+
+    provider: str
+
+
+class CircuitClosed(EventBase, frozen=True, tag="circuit_closed.v1"):
+    """A probe succeeded: the provider takes traffic again."""
+
+    provider: str
+
+
 class RequestCompleted(EventBase, frozen=True, tag="request_completed.v1"):
     model: str
     provider: str
@@ -168,6 +220,11 @@ Event: TypeAlias = (
     | AttemptSucceeded
     | AttemptFailed
     | FallbackTaken
+    | RetryScheduled
+    | CandidateSkipped
+    | CircuitOpened
+    | CircuitHalfOpened
+    | CircuitClosed
     | RequestCompleted
     | RequestFailed
 )

@@ -14,6 +14,9 @@ from typing import Literal
 
 import msgspec
 
+from ._breaker import BreakerPolicy
+from ._retry import RetryPolicy
+
 __all__ = [
     "ClassConfig",
     "Config",
@@ -30,7 +33,7 @@ __all__ = [
 ]
 
 Capability = Literal["vision", "tools", "structured_output", "streaming"]
-ProviderKind = Literal["openai", "openai_compatible"]
+ProviderKind = Literal["openai", "openai_compatible", "xai"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
@@ -66,10 +69,14 @@ class ProviderConfig(_Section, frozen=True):
     # The key is read from the environment or a file, never written in this file.
     api_key_env: str | None = None
     api_key_file: str | None = None
+    # The provider's API version where it has one (Anthropic "2023-06-01" or "2026-10-21",
+    # Gemini "v1" or "v1beta"); each adapter has a default.
+    api_version: str | None = None
     connect_timeout_s: float = 10.0
     max_connections: int = 256
-    # Self-hosted servers (vLLM, llama.cpp, Ollama) often know only the older field.
-    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    # Which field carries the output limit. Default: "max_completion_tokens" for OpenAI and
+    # xAI, "max_tokens" for self-hosted servers (vLLM, llama.cpp and Ollama know that one).
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] | None = None
 
 
 class PriceConfig(_Section, frozen=True):
@@ -105,7 +112,17 @@ class RouteConfig(_Section, frozen=True):
     max_degrade: int = 1
     requires: list[Capability] = []
     require_tags: list[str] = []
+    # The whole request, retries and fallbacks included.
     deadline_s: float = 120.0
+    # A streamed attempt must get response headers within this time.
+    header_timeout_s: float = 10.0
+    # ... and its first token within this time; a non-streamed attempt, its whole answer (its
+    # headers come only with the answer).
+    ttft_timeout_s: float = 60.0
+    # The longest silence between two chunks of a stream.
+    idle_timeout_s: float = 30.0
+    # Overrides retry.max_wait_s: a longer Retry-After falls back instead of waiting.
+    max_retry_wait_s: float | None = None
 
 
 class Config(_Section, frozen=True):
@@ -116,6 +133,8 @@ class Config(_Section, frozen=True):
     routes: dict[str, RouteConfig]
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
+    retry: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
 
 
 _NAMED_TABLES: tuple[tuple[str, type], ...] = (
@@ -255,7 +274,10 @@ def _check(config: Config) -> list[str]:
         )
         need(route.max_tokens > 0, f"{key}.max_tokens", "must be positive")
         need(route.max_degrade >= 0, f"{key}.max_degrade", "must not be negative")
-        need(route.deadline_s > 0, f"{key}.deadline_s", "must be positive")
+        for field in ("deadline_s", "header_timeout_s", "ttft_timeout_s", "idle_timeout_s"):
+            need(getattr(route, field) > 0, f"{key}.{field}", "must be positive")
+        if route.max_retry_wait_s is not None:
+            need(route.max_retry_wait_s >= 0, f"{key}.max_retry_wait_s", "must not be negative")
 
     need(
         config.default_route in config.routes,
@@ -266,6 +288,22 @@ def _check(config: Config) -> list[str]:
     need(0 <= server.socket_mode <= 0o777, "server.socket_mode", "must be a file mode like 0o600")
     need(server.max_body_bytes > 0, "server.max_body_bytes", "must be positive")
     need(server.shutdown_grace_s >= 0, "server.shutdown_grace_s", "must not be negative")
+    retry = config.retry
+    for field in ("rate_limited", "overloaded", "timeout", "server_error"):
+        need(getattr(retry, field) >= 0, f"retry.{field}", "must not be negative")
+    need(retry.backoff_initial_s >= 0, "retry.backoff_initial_s", "must not be negative")
+    need(
+        retry.backoff_max_s >= retry.backoff_initial_s,
+        "retry.backoff_max_s",
+        "must be at least backoff_initial_s",
+    )
+    need(0 <= retry.jitter <= 1, "retry.jitter", "must be between 0 and 1")
+    need(retry.max_wait_s >= 0, "retry.max_wait_s", "must not be negative")
+    breaker = config.breaker
+    need(breaker.threshold >= 1, "breaker.threshold", "must be at least 1")
+    need(breaker.window_s > 0, "breaker.window_s", "must be positive")
+    need(breaker.cooldown_s >= 0, "breaker.cooldown_s", "must not be negative")
+    need(breaker.probes >= 1, "breaker.probes", "must be at least 1")
     need(bool(_NAME.match(server.default_tenant)), "server.default_tenant", "invalid name")
     return problems
 

@@ -23,6 +23,7 @@ from events import (
     RequestCompleted,
     RequestFailed,
     RequestReceived,
+    RetryScheduled,
     RouteDecided,
     TaskUnrouted,
     open_sqlite_store,
@@ -103,12 +104,20 @@ max_tokens = 100
 max_degrade = 0
 """
 
+_PACE = ModelBehaviour(answer_tokens=40, chunks=10, ttft_s=0.03, chunk_delay_s=0.005)
+# Faults scripted on gpt-4o (the code route's primary) for one request each.
+_FAULTS = {
+    "code (primary 429 once)": (StatusFault(status=429, retry_after_s=0.2, times=1),),
+    "code (primary down)": (StatusFault(status=500),),
+}
+
 # (label, model field, task header, stream)
 _WORKLOAD: list[tuple[str, str, str | None, bool]] = [
     ("summarize", "auto", "summarize", False),
     ("summarize", "auto", "summarize", True),
     ("code", "task:code", None, True),
-    ("code (primary 503)", "task:code", None, False),
+    ("code (primary 429 once)", "task:code", None, False),
+    ("code (primary down)", "task:code", None, True),
     ("extract", "auto", "extract", False),
     ("private", "auto", "private", True),
     ("chat", "class:fast", "chat", True),
@@ -133,9 +142,7 @@ async def run_demo() -> int:
     async with serve_fake_openai() as fake:
         # Slow the fakes to a realistic pace so that the timings mean something.
         for model in ("gpt-4o", "gpt-4o-mini", "llama3.1:8b"):
-            await fake.control.set_model(
-                model, ModelBehaviour(answer_tokens=40, chunks=10, ttft_s=0.03, chunk_delay_s=0.005)
-            )
+            await fake.control.set_model(model, _PACE)
         config = demo_config(workdir, fake.base_url)
         if config.providers["openai"].api_key_env:
             print("OPENAI_API_KEY is set: the 'openai' provider is the real OpenAI API.\n")
@@ -156,10 +163,8 @@ async def run_demo() -> int:
 async def _send(
     socket_path: str, fake: Any, label: str, model: str, task: str | None, stream: bool
 ) -> tuple[str, str]:
-    if "503" in label:
-        await fake.control.set_model(
-            "gpt-4o", ModelBehaviour(faults=(StatusFault(status=503, times=1),))
-        )
+    faults = _FAULTS.get(label, ())
+    await fake.control.set_model("gpt-4o", msgspec.structs.replace(_PACE, faults=faults))
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": f"A demo request for {label}."}],
@@ -200,6 +205,7 @@ async def _rows(store_path: str, ids: list[tuple[str, str]]) -> tuple[list[list[
         failed = next((e for e in events if isinstance(e, RequestFailed)), None)
         unrouted = any(isinstance(e, TaskUnrouted) for e in events)
         fallbacks = sum(isinstance(e, FallbackTaken) for e in events)
+        retries = sum(isinstance(e, RetryScheduled) for e in events)
         row = [
             label,
             "yes" if received and received.stream else "no",
@@ -214,7 +220,11 @@ async def _rows(store_path: str, ids: list[tuple[str, str]]) -> tuple[list[list[
                 ttft,
                 f"{done.ttlt_ns / 1e6:.1f}",
                 f"{done.usage.input_tokens}/{done.usage.output_tokens}",
-                "ok" if not fallbacks else f"ok after {fallbacks} fallback(s)",
+                ", ".join(
+                    ["ok"]
+                    + ([f"{retries} retry"] if retries else [])
+                    + ([f"{fallbacks} fallback"] if fallbacks else [])
+                ),
             ]
         else:
             row += ["-", "-", "-", "-", "-", failed.error_type if failed else "missing"]

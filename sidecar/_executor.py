@@ -14,6 +14,8 @@ sink, and appends every step to the log. Invariants enforced here:
 from __future__ import annotations
 
 import hashlib
+import logging
+import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -36,6 +38,10 @@ from events import (
     AttemptFailed,
     AttemptStarted,
     AttemptSucceeded,
+    CandidateSkipped,
+    CircuitClosed,
+    CircuitHalfOpened,
+    CircuitOpened,
     DroppedCandidate,
     Event,
     EventStore,
@@ -43,6 +49,7 @@ from events import (
     RequestCompleted,
     RequestFailed,
     RequestReceived,
+    RetryScheduled,
     RouteDecided,
     TaskUnrouted,
     TokenUsage,
@@ -50,14 +57,16 @@ from events import (
 )
 
 from ._api import ChatCompletionRequest
+from ._breaker import Breaker, BreakerState, Transition
 from ._config import Config
 from ._errors import TollgateError
 from ._estimate import measure_prompt
+from ._retry import Action, decide
 from ._router import Candidate, RouteDecision, RouteQuery, UnknownTargetError, route
 
 __all__ = ["Call", "ClientDisconnectedError", "Executor", "Outcome", "ResponseSink", "Served"]
 
-_STOP_CLASSES = frozenset({ErrorClass.BAD_REQUEST, ErrorClass.CONTENT_FILTERED})
+log = logging.getLogger("tollgate.executor")
 
 
 class ClientDisconnectedError(Exception):
@@ -163,6 +172,11 @@ class Executor:
         self._adapters = adapters
         self._store = store
         self._log_content = config.server.log_content
+        self._breakers = {name: Breaker(name, config.breaker) for name in config.providers}
+        self._random = random.Random()
+
+    def breaker_states(self) -> dict[str, BreakerState]:
+        return {name: breaker.state for name, breaker in self._breakers.items()}
 
     async def execute(self, call: Call, sink: ResponseSink) -> Outcome:
         """Serve ``call`` through ``sink``; raise :class:`TollgateError` if it can't be served.
@@ -194,8 +208,10 @@ class Executor:
             max_tokens=request.output_limit,
             needs=request.needs(),
         )
+        now = time.monotonic()
+        unavailable = [p for p, b in self._breakers.items() if not b.available(now)]
         try:
-            decision = route(query, self._config)
+            decision = route(query, self._config, unavailable)
         except UnknownTargetError as exc:
             error = TollgateError.invalid_request(
                 f"{exc}; name a model, 'class:<class>' or 'task:<task>' from the config",
@@ -211,94 +227,147 @@ class Executor:
             await self._fail(stamp, pending, error, attempts=0)
             raise error
 
-        failures: list[dict[str, Any]] = []
+        dispatch = _Dispatch(stamp, decision, call, sink, pending)
         try:
-            outcome = await self._dispatch(stamp, decision, call, sink, pending, failures)
+            outcome = await self._dispatch(dispatch)
         except anyio.get_cancelled_exc_class():
             # Not the deadline (that is caught inside): the sidecar is shutting down.
-            await self._fail(
-                stamp,
-                pending,
-                TollgateError("cancelled", "the sidecar is shutting down", status=503),
-                attempts=len(failures),
-            )
+            shutdown = TollgateError("cancelled", "the sidecar is shutting down", status=503)
+            await self._fail(stamp, pending, shutdown, attempts=dispatch.attempts)
             raise
         if outcome is not None:
             return outcome
-        if failures and failures[-1].get("deadline"):
+        if dispatch.timed_out:
             error = TollgateError(
                 "deadline_exceeded",
                 f"no answer within the route's deadline of {decision.route_config.deadline_s} s",
                 status=504,
-                details={"attempts": failures},
+                details={"attempts": dispatch.failures},
+            )
+        elif not dispatch.attempts:
+            error = TollgateError(
+                "no_route",
+                f"every candidate of route {decision.route!r} is unavailable "
+                f"({', '.join(dispatch.skipped)})",
+                status=503,
+                details={"skipped": dispatch.skipped},
             )
         else:
-            error = _all_failed(failures)
-        await self._fail(stamp, pending, error, attempts=len(failures))
+            error = _all_failed(dispatch.failures)
+        await self._fail(
+            stamp, pending, error, attempts=dispatch.attempts, chunks=dispatch.delivered
+        )
         raise error
 
-    async def _dispatch(
-        self,
-        stamp: _Stamp,
-        decision: RouteDecision,
-        call: Call,
-        sink: ResponseSink,
-        pending: list[Event],
-        failures: list[dict[str, Any]],
-    ) -> Outcome | None:
-        """Try the chain's candidates in order until one serves, within the route's deadline."""
-        attempts = 0
-        previous: tuple[Candidate, str] | None = None
+    async def _dispatch(self, d: _Dispatch) -> Outcome | None:
+        """Try the chain's candidates in order, with retries, until one serves.
+
+        Returns None when every candidate failed or the deadline passed (``d.timed_out``).
+        """
+        route_config = d.decision.route_config
+        deadline = time.monotonic() + route_config.deadline_s
+        max_wait = (
+            route_config.max_retry_wait_s
+            if route_config.max_retry_wait_s is not None
+            else self._config.retry.max_wait_s
+        )
+        skipped_providers: set[str] = set()
         # After a context overflow only a larger window can help.
         overflowed_window = 0
-        with anyio.move_on_after(decision.route_config.deadline_s):
-            for candidate in decision.chain:
-                if candidate.context_window <= overflowed_window:
-                    continue
-                if previous is not None:
-                    pending.append(
-                        FallbackTaken(
-                            **stamp.envelope(),
-                            from_model=previous[0].model,
-                            to_model=candidate.model,
-                            error_class=previous[1],
+        previous: tuple[Candidate, str] | None = None
+        with anyio.move_on_after(route_config.deadline_s) as scope:
+            for candidate in d.decision.chain:
+                skip = (
+                    "provider_failed"
+                    if candidate.provider in skipped_providers
+                    else "smaller_context"
+                    if candidate.context_window <= overflowed_window
+                    else None
+                )
+                retries = 0
+                while skip is None:
+                    breaker = self._breakers[candidate.provider]
+                    admitted, transition = breaker.admit(time.monotonic())
+                    self._note_breaker(d, transition)
+                    if not admitted:
+                        skip = "breaker_open"
+                        break
+                    if previous is not None and previous[0] is not candidate:
+                        d.fallbacks += 1
+                        d.pending.append(
+                            FallbackTaken(
+                                **d.stamp.envelope(),
+                                from_model=previous[0].model,
+                                to_model=candidate.model,
+                                error_class=previous[1],
+                            )
+                        )
+                    result = await self._attempt(d, candidate, breaker)
+                    if isinstance(result, Outcome):
+                        return result
+                    previous = (candidate, result.error_class.value)
+                    step = decide(
+                        result.error_class.value,
+                        quota=result.quota,
+                        retries_done=retries,
+                        retry_after_s=result.retry_after_s,
+                        policy=self._config.retry,
+                        max_wait_s=max_wait,
+                        remaining_s=deadline - time.monotonic(),
+                        draw=self._random.random(),
+                    )
+                    if step.action is Action.STOP:
+                        error = _rejected(candidate, result, d.failures)
+                        await self._fail(d.stamp, d.pending, error, attempts=d.attempts)
+                        raise error
+                    if step.action is not Action.RETRY:
+                        if step.action is Action.SKIP_PROVIDER:
+                            skipped_providers.add(candidate.provider)
+                        elif step.action is Action.FALLBACK_LARGER:
+                            overflowed_window = max(overflowed_window, candidate.context_window)
+                        break
+                    retries += 1
+                    d.pending.append(
+                        RetryScheduled(
+                            **d.stamp.envelope(),
+                            attempt=d.attempts,
+                            model=candidate.model,
+                            provider=candidate.provider,
+                            error_class=result.error_class.value,
+                            wait_ms=round(step.wait_s * 1000),
                         )
                     )
-                attempts += 1
-                result = await self._attempt(
-                    stamp, decision, candidate, call, sink, pending, attempts, failures
-                )
-                if isinstance(result, Outcome):
-                    return result
-                previous = (candidate, result)
-                if result == ErrorClass.CONTEXT_OVERFLOW:
-                    overflowed_window = max(overflowed_window, candidate.context_window)
+                    await anyio.sleep(step.wait_s)
+                if skip is not None:
+                    d.skipped.append(f"{candidate.model}: {skip}")
+                    d.pending.append(
+                        CandidateSkipped(
+                            **d.stamp.envelope(),
+                            model=candidate.model,
+                            provider=candidate.provider,
+                            reason=skip,
+                        )
+                    )
+        d.timed_out = scope.cancelled_caught
         return None
 
     async def _attempt(
-        self,
-        stamp: _Stamp,
-        decision: RouteDecision,
-        candidate: Candidate,
-        call: Call,
-        sink: ResponseSink,
-        pending: list[Event],
-        number: int,
-        failures: list[dict[str, Any]],
-    ) -> Outcome | str:
-        """One try on one candidate: the outcome, or the error class that calls for the next.
-
-        Raises :class:`TollgateError` when the request must end here (the answer was already
-        being forwarded, or the provider judged the request itself bad).
-        """
+        self, d: _Dispatch, candidate: Candidate, breaker: Breaker
+    ) -> Outcome | ProviderError:
+        """One try on one candidate: the outcome, or the provider's error for the caller to
+        weigh. Raises :class:`TollgateError` when the request must end here (the answer was
+        already being forwarded)."""
+        d.attempts += 1
+        number = d.attempts
+        stamp = d.stamp
         served = Served(
-            request_id=call.request_id,
+            request_id=d.call.request_id,
             model=candidate.model,
             provider=candidate.provider,
-            route=decision.route,
+            route=d.decision.route,
             model_class=candidate.model_class,
         )
-        pending.append(
+        d.pending.append(
             AttemptStarted(
                 **stamp.envelope(),
                 attempt=number,
@@ -307,22 +376,23 @@ class Executor:
                 upstream_model=candidate.upstream_model,
             )
         )
-        await self._store.submit(pending)
-        pending.clear()
+        await self._store.submit(d.pending)
+        d.pending.clear()
         progress = _Progress(keep_text=self._log_content)
         started_ns = time.perf_counter_ns()
         upstream = ChatRequest(
             model=candidate.upstream_model,
-            messages=call.request.messages,
+            messages=d.call.request.messages,
             max_tokens=candidate.max_tokens,
-            stream=call.request.stream,
-            params=call.params,
+            stream=d.call.request.stream,
+            params=d.call.params,
         )
         try:
-            await self._relay(upstream, candidate, served, sink, progress)
+            await self._relay(upstream, candidate, served, d, progress)
         except ProviderError as exc:
-            failures.append(_failure(candidate, exc.error_class.value, exc.status))
-            pending.append(
+            self._note_breaker(d, breaker.record(time.monotonic(), exc.error_class.value))
+            d.failures.append(_failure(candidate, exc.error_class.value, exc.status))
+            d.pending.append(
                 _attempt_failed(
                     stamp,
                     candidate,
@@ -336,13 +406,23 @@ class Executor:
                     retry_after_s=exc.retry_after_s,
                 )
             )
-            error = _terminal_error(candidate, exc, progress.chunks, failures)
-            if error is None:
-                return exc.error_class.value
-            await self._fail(stamp, pending, error, attempts=number, chunks=progress.chunks)
+            if not progress.chunks:
+                return exc
+            # Already committed to this answer: the stream ends here, typed.
+            d.delivered = progress.chunks
+            error = TollgateError(
+                "upstream_stream_broken",
+                f"{candidate.provider} failed after {progress.chunks} chunks were delivered "
+                f"({exc.error_class.value}): {exc.message}",
+                status=502,
+                code=exc.error_class.value,
+                details={"chunks_delivered": progress.chunks, "model": candidate.model},
+            )
+            await self._fail(stamp, d.pending, error, attempts=number, chunks=progress.chunks)
             raise error from None
         except ClientDisconnectedError:
-            pending.append(
+            breaker.release()
+            d.pending.append(
                 _attempt_failed(
                     stamp,
                     candidate,
@@ -354,15 +434,15 @@ class Executor:
                 )
             )
             gone = TollgateError("client_disconnected", "the client went away", status=499)
-            await self._fail(stamp, pending, gone, attempts=number, chunks=progress.chunks)
+            await self._fail(stamp, d.pending, gone, attempts=number, chunks=progress.chunks)
             raise
         except anyio.get_cancelled_exc_class():
-            # The deadline (or shutdown) cut the attempt short. Record it, shielded so that the
-            # record is made despite the cancellation, then let the cancellation go on.
-            failures.append(
-                _failure(candidate, ErrorClass.TIMEOUT.value, None) | {"deadline": True}
-            )
-            pending.append(
+            # The request's deadline (or shutdown) cut the attempt short: no verdict on the
+            # provider. Record the attempt and let the cancellation go on.
+            breaker.release()
+            d.delivered = progress.chunks
+            d.failures.append(_failure(candidate, ErrorClass.TIMEOUT.value, None))
+            d.pending.append(
                 _attempt_failed(
                     stamp,
                     candidate,
@@ -374,13 +454,15 @@ class Executor:
                 )
             )
             raise
+        self._note_breaker(d, breaker.record(time.monotonic(), None))
         if progress.first_ns is None:
-            await sink.begin(served)
+            await d.sink.begin(served)
         end_ns = time.perf_counter_ns()
         finish = progress.finish.reason if progress.finish is not None else "other"
         usage = _token_usage(progress.usage)
-        request_ttft = None if progress.first_ns is None else progress.first_ns - call.received_ns
-        pending += [
+        received_ns = d.call.received_ns
+        request_ttft = None if progress.first_ns is None else progress.first_ns - received_ns
+        d.pending += [
             AttemptSucceeded(
                 **stamp.envelope(),
                 attempt=number,
@@ -399,27 +481,27 @@ class Executor:
                 model=candidate.model,
                 provider=candidate.provider,
                 attempts=number,
-                fallbacks=number - 1,
+                fallbacks=d.fallbacks,
                 finish_reason=finish,
                 usage=usage,
-                latency_ns=end_ns - call.received_ns,
+                latency_ns=end_ns - received_ns,
                 ttft_ns=request_ttft,
-                ttlt_ns=end_ns - call.received_ns,
+                ttlt_ns=end_ns - received_ns,
                 completion_chars=progress.chars,
                 completion_sha256=progress.hasher.hexdigest(),
                 completion="".join(progress.text) if progress.text is not None else None,
             ),
         ]
-        await self._store.submit(pending)
-        pending.clear()
+        await self._store.submit(d.pending)
+        d.pending.clear()
         return Outcome(
             served=served,
             finish_reason=finish,
             usage=progress.usage,
             attempts=number,
-            fallbacks=number - 1,
+            fallbacks=d.fallbacks,
             ttft_ns=request_ttft,
-            latency_ns=end_ns - call.received_ns,
+            latency_ns=end_ns - received_ns,
         )
 
     async def _relay(
@@ -427,32 +509,79 @@ class Executor:
         upstream: ChatRequest,
         candidate: Candidate,
         served: Served,
-        sink: ResponseSink,
+        d: _Dispatch,
         progress: _Progress,
     ) -> None:
+        """Send ``upstream`` and forward its answer, within the route's phase deadlines.
+
+        One cancel scope covers the attempt; its deadline moves as the answer progresses
+        (headers, then the first token, then each gap between chunks), which costs a timer
+        update per network read instead of a scope per await.
+        """
+        route_config = d.decision.route_config
+        streaming = upstream.stream
+        phase = "response headers" if streaming else "answer"
+        limit = route_config.header_timeout_s if streaming else route_config.ttft_timeout_s
         adapter = self._adapters[candidate.provider]
-        async with await adapter.send(upstream) as stream:
-            async for batch in stream.batches():
-                content: list[TextDelta | ToolCallDelta] = []
-                for chunk in batch:
-                    if isinstance(chunk, TextDelta):
-                        progress.chars += len(chunk.text)
-                        progress.hasher.update(chunk.text.encode())
-                        if progress.text is not None:
-                            progress.text.append(chunk.text)
-                        content.append(chunk)
-                    elif isinstance(chunk, ToolCallDelta):
-                        content.append(chunk)
-                    elif isinstance(chunk, Finish):
-                        progress.finish = chunk
-                    elif isinstance(chunk, UsageReport):
-                        progress.usage = chunk.usage
-                if content:
-                    if progress.first_ns is None:
-                        progress.first_ns = time.perf_counter_ns()
-                        await sink.begin(served)
-                    progress.chunks += len(content)
-                    await sink.send(content)
+        with anyio.CancelScope(deadline=anyio.current_time() + limit) as scope:
+            async with await adapter.send(upstream) as stream:
+                if streaming:
+                    phase, limit = "first token", route_config.ttft_timeout_s
+                    scope.deadline = anyio.current_time() + limit
+                async for batch in stream.batches():
+                    content: list[TextDelta | ToolCallDelta] = []
+                    for chunk in batch:
+                        if isinstance(chunk, TextDelta):
+                            progress.chars += len(chunk.text)
+                            progress.hasher.update(chunk.text.encode())
+                            if progress.text is not None:
+                                progress.text.append(chunk.text)
+                            content.append(chunk)
+                        elif isinstance(chunk, ToolCallDelta):
+                            content.append(chunk)
+                        elif isinstance(chunk, Finish):
+                            progress.finish = chunk
+                        elif isinstance(chunk, UsageReport):
+                            progress.usage = chunk.usage
+                    if content:
+                        if progress.first_ns is None:
+                            progress.first_ns = time.perf_counter_ns()
+                            await d.sink.begin(served)
+                        progress.chunks += len(content)
+                        await d.sink.send(content)
+                    if streaming:
+                        phase, limit = "next chunk", route_config.idle_timeout_s
+                        scope.deadline = anyio.current_time() + limit
+        if scope.cancelled_caught:
+            raise ProviderError(
+                ErrorClass.TIMEOUT,
+                f"no {phase} within {limit} s",
+                provider=candidate.provider,
+                provider_code=f"{phase.replace(' ', '_')}_timeout",
+                after_response=phase != "response headers" and streaming,
+            )
+
+    def _note_breaker(self, d: _Dispatch, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        envelope = d.stamp.envelope()
+        policy = self._config.breaker
+        if transition.new is BreakerState.OPEN:
+            log.warning("circuit opened for provider %s", transition.provider)
+            d.pending.append(
+                CircuitOpened(
+                    **envelope,
+                    provider=transition.provider,
+                    failures=transition.failures,
+                    window_s=policy.window_s,
+                    cooldown_s=policy.cooldown_s,
+                )
+            )
+        elif transition.new is BreakerState.HALF_OPEN:
+            d.pending.append(CircuitHalfOpened(**envelope, provider=transition.provider))
+        else:
+            log.info("circuit closed for provider %s", transition.provider)
+            d.pending.append(CircuitClosed(**envelope, provider=transition.provider))
 
     async def _fail(
         self,
@@ -477,6 +606,47 @@ class Executor:
         with anyio.CancelScope(shield=True):
             await self._store.submit(pending)
         pending.clear()
+
+
+class _Dispatch:
+    """One request's dispatch state, shared by the attempts."""
+
+    __slots__ = (
+        "attempts",
+        "call",
+        "decision",
+        "delivered",
+        "failures",
+        "fallbacks",
+        "pending",
+        "sink",
+        "skipped",
+        "stamp",
+        "timed_out",
+    )
+
+    def __init__(
+        self,
+        stamp: _Stamp,
+        decision: RouteDecision,
+        call: Call,
+        sink: ResponseSink,
+        pending: list[Event],
+    ) -> None:
+        self.stamp = stamp
+        self.decision = decision
+        self.call = call
+        self.sink = sink
+        # Events not yet handed to the log.
+        self.pending = pending
+        self.attempts = 0
+        self.fallbacks = 0
+        self.failures: list[dict[str, Any]] = []
+        # Candidates passed over at dispatch time, with the reason.
+        self.skipped: list[str] = []
+        # Content chunks forwarded before the request ended without an answer.
+        self.delivered = 0
+        self.timed_out = False
 
 
 def _decision_events(stamp: _Stamp, decision: RouteDecision, input_estimate: int) -> list[Event]:
@@ -533,29 +703,18 @@ def _attempt_failed(
     )
 
 
-def _terminal_error(
-    candidate: Candidate, exc: ProviderError, chunks: int, failures: list[dict[str, Any]]
-) -> TollgateError | None:
-    """The error that ends the request after this failure, or None to try the next candidate."""
-    if chunks:
-        return TollgateError(
-            "upstream_stream_broken",
-            f"{candidate.provider} failed after {chunks} chunks were delivered "
-            f"({exc.error_class.value}): {exc.message}",
-            status=502,
-            code=exc.error_class.value,
-            details={"chunks_delivered": chunks, "model": candidate.model},
-        )
-    if exc.error_class in _STOP_CLASSES:
-        bad = exc.error_class is ErrorClass.BAD_REQUEST
-        return TollgateError(
-            "invalid_request" if bad else "content_filtered",
-            f"{candidate.provider} rejected the request: {exc.message}",
-            status=400,
-            code=f"upstream_{exc.error_class.value}",
-            details={"attempts": failures},
-        )
-    return None
+def _rejected(
+    candidate: Candidate, exc: ProviderError, failures: list[dict[str, Any]]
+) -> TollgateError:
+    """The provider judged the request itself bad: it would fail anywhere, so it ends here."""
+    bad = exc.error_class is ErrorClass.BAD_REQUEST
+    return TollgateError(
+        "invalid_request" if bad else "content_filtered",
+        f"{candidate.provider} rejected the request: {exc.message}",
+        status=400,
+        code=f"upstream_{exc.error_class.value}",
+        details={"attempts": failures},
+    )
 
 
 def _failure(candidate: Candidate, error_class: str, status: int | None) -> dict[str, Any]:

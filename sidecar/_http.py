@@ -26,9 +26,13 @@ from ._api import ChatCompletionRequest, parse_chat_request
 from ._errors import TollgateError, error_body
 from ._executor import Call, ClientDisconnectedError, Executor, Outcome, Served
 
-__all__ = ["bind_unix_socket", "create_app"]
+__all__ = ["LISTEN_BACKLOG", "bind_unix_socket", "create_app"]
 
 log = logging.getLogger("tollgate.http")
+
+# Connections waiting to be accepted. A burst beyond it is refused by the kernel, so it is sized
+# for a busy application's connection pool, not for aiohttp's default of 128.
+LISTEN_BACKLOG = 4096
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _encode = msgspec.json.Encoder().encode
@@ -75,7 +79,7 @@ def bind_unix_socket(path: str, mode: int) -> socket.socket:
     try:
         sock.bind(path)
         os.chmod(path, mode)
-        sock.listen(1024)
+        sock.listen(LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise

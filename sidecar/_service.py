@@ -10,12 +10,12 @@ import anyio
 import msgspec
 from aiohttp import web
 
-from adapters import Adapter, OpenAIAdapter
+from adapters import Adapter, OpenAIAdapter, OpenAICompatibleAdapter, XAIAdapter
 from events import EventStore, open_sqlite_store
 
 from ._config import Config, ProviderConfig, config_hash
 from ._executor import Executor
-from ._http import bind_unix_socket, create_app
+from ._http import LISTEN_BACKLOG, bind_unix_socket, create_app
 from ._secrets import resolve_api_key
 
 __all__ = ["Sidecar", "build_adapter", "open_sidecar"]
@@ -29,15 +29,39 @@ class Sidecar(msgspec.Struct, frozen=True):
 
 
 def build_adapter(name: str, provider: ProviderConfig, api_key: str | None) -> Adapter:
-    # Every kind speaks Chat Completions for now; the kind picks the adapter as others land.
-    return OpenAIAdapter(
-        name,
-        base_url=provider.base_url,
-        api_key=api_key,
-        max_tokens_field=provider.max_tokens_field,
-        connect_timeout_s=provider.connect_timeout_s,
-        max_connections=provider.max_connections,
+    """The adapter for the provider's kind; nothing else differs between providers."""
+    base_url, timeout, connections = (
+        provider.base_url,
+        provider.connect_timeout_s,
+        provider.max_connections,
     )
+    match provider.kind:
+        case "openai":
+            return OpenAIAdapter(
+                name,
+                base_url=base_url,
+                api_key=api_key,
+                max_tokens_field=provider.max_tokens_field or "max_completion_tokens",
+                connect_timeout_s=timeout,
+                max_connections=connections,
+            )
+        case "openai_compatible":
+            return OpenAICompatibleAdapter(
+                name,
+                base_url=base_url,
+                api_key=api_key,
+                max_tokens_field=provider.max_tokens_field or "max_tokens",
+                connect_timeout_s=timeout,
+                max_connections=connections,
+            )
+        case "xai":
+            return XAIAdapter(
+                name,
+                base_url=base_url,
+                api_key=api_key,
+                connect_timeout_s=timeout,
+                max_connections=connections,
+            )
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +93,8 @@ async def open_sidecar(
             try:
                 sock = bind_unix_socket(server.socket, server.socket_mode)
                 bound = True
-                await web.SockSite(runner, sock).start()
+                # aiohttp listens again with its own backlog: give it ours.
+                await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
                 yield Sidecar(config, digest, server.socket, store)
             finally:
                 # Stops accepting, lets requests in flight finish (up to the grace period), and

@@ -17,6 +17,9 @@ OpenAI Chat Completions fake (``serve_fake_openai`` / ``create_openai_app``):
 * ``ModelBehaviour`` (answer length, chunking, delays, context window, tool use, usage extras)
   and the ``*Fault`` structs are also the JSON schema of ``PUT /_fake/models/{model}``; see
   ``_control`` for the routes and ``FakeOpenAIControl`` for a client.
+
+xAI fake (``serve_fake_xai``): the same machinery in xAI's dialect — UUID ids, reasoning counted
+outside ``completion_tokens``, flat ``{"code", "error"}`` error bodies, 400 for a bad key.
 """
 
 from ._behaviour import (
@@ -39,6 +42,7 @@ from ._openai import create_openai_app
 from ._prompt import count_prompt_tokens
 from ._server import FakeOpenAIServer, serve_fake_openai
 from ._state import FakeStats, LoggedRequest, ModelStats
+from ._xai import FakeXAIServer, create_xai_app, serve_fake_xai
 
 __all__ = [
     "ContentFilterFault",
@@ -49,6 +53,7 @@ __all__ = [
     "FakeOpenAIServer",
     "FakeOpenAISettings",
     "FakeStats",
+    "FakeXAIServer",
     "Fault",
     "HangBeforeFirstTokenFault",
     "HangBeforeHeadersFault",
@@ -62,5 +67,7 @@ __all__ = [
     "ToolUse",
     "count_prompt_tokens",
     "create_openai_app",
+    "create_xai_app",
     "serve_fake_openai",
+    "serve_fake_xai",
 ]

@@ -19,15 +19,14 @@ from ._behaviour import (
     ModelBehaviour,
     StatusFault,
 )
-from ._errors import PRESETS, ErrorContext, Preset, go_duration, preset_for_status, redact_key
+from ._errors import ErrorContext, Preset, go_duration, preset_for_status
 from ._http import (
+    DIALECT_KEY,
     IDS_KEY,
     STATE_KEY,
-    auth_error_response,
-    auth_failure,
+    Dialect,
     base_headers,
     bearer_key,
-    error_response,
     hang,
     json_response,
     stamp_processing_time,
@@ -35,7 +34,6 @@ from ._http import (
 from ._prompt import ChatRequest
 from ._state import UNKNOWN_MODEL, LoggedRequest
 from ._stream import write_stream
-from ._wire import ChunkEncoder, completion_body
 
 __all__ = ["chat_completions"]
 
@@ -111,10 +109,9 @@ def _validate(req: ChatRequest) -> int | None:
 
 
 def _status_response(
-    fault: StatusFault, ctx: ErrorContext, headers: dict[str, str]
+    dialect: Dialect, fault: StatusFault, ctx: ErrorContext, headers: dict[str, str]
 ) -> web.Response:
     preset_name = fault.error or preset_for_status(fault.status or 500)
-    preset = PRESETS[preset_name]
     if fault.retry_after_s is not None:
         headers["retry-after"] = f"{fault.retry_after_s:g}"
     if fault.retry_after_ms is not None:
@@ -126,7 +123,9 @@ def _status_response(
         headers["x-ratelimit-remaining-requests"] = "0"
         headers["x-ratelimit-reset-requests"] = ctx.retry
     headers.update(fault.headers)
-    return error_response(preset, ctx, headers, status=fault.status, message=fault.message)
+    return dialect.error_response(
+        dialect.fault_preset(fault), ctx, headers, status=fault.status, message=fault.message
+    )
 
 
 def _retry_text(fault: Fault | None) -> str:
@@ -138,11 +137,11 @@ def _retry_text(fault: Fault | None) -> str:
     return "1s"
 
 
-def _outcome(fault: Fault | None) -> str:
+def _outcome(dialect: Dialect, fault: Fault | None) -> str:
     if fault is None:
         return "ok"
     if isinstance(fault, StatusFault):
-        status = fault.status or PRESETS[fault.error or "server_error"].status
+        status = fault.status or dialect.fault_preset(fault).status
         return f"http_{status}"
     return str(fault.__struct_config__.tag)
 
@@ -179,6 +178,7 @@ def _invalid_body_for_log(body: bytes) -> bytes:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     state = request.app[STATE_KEY]
+    dialect = request.app[DIALECT_KEY]
     settings = state.settings
     seq = state.next_seq()
     request_id = request.app[IDS_KEY].request_id(seq)
@@ -200,27 +200,27 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     behaviour = state.behaviour(model)
     headers = base_headers(request_id, started, behaviour.headers)
     # OpenAI's order: authentication, the request itself, then the model.
-    failure = auth_failure(request, settings.api_key)
-    if failure is not None:
-        settle("http_401")
-        return auth_error_response(failure, headers)
+    denied = dialect.auth_error(request, settings.api_key, headers)
+    if denied is not None:
+        settle(f"http_{denied.status}")
+        return denied
     if isinstance(req, _Invalid):
         settle("http_400")
-        return error_response(req.preset, ErrorContext(), headers)
+        return dialect.error_response(req.preset, ErrorContext(), headers)
     if settings.models and model not in settings.models:
         settle("http_404")
-        return error_response("model_not_found", ErrorContext(model=model), headers)
+        return dialect.error_response("model_not_found", ErrorContext(model=model), headers)
 
     try:
         limit = _validate(req)
         plan = plan_answer(req, behaviour, limit)
     except _Invalid as exc:
         settle("http_400")
-        return error_response(exc.preset, ErrorContext(), headers)
+        return dialect.error_response(exc.preset, ErrorContext(), headers)
     except UnknownToolChoice as exc:
         settle("http_400")
         message = f"Invalid value for 'tool_choice': function '{exc}' is not among the tools."
-        return error_response(
+        return dialect.error_response(
             Preset(400, "invalid_request_error", "tool_choice", "invalid_value", message),
             ErrorContext(),
             headers,
@@ -234,37 +234,39 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     if window is not None and plan.prompt_tokens > window:
         settle("http_400")
-        return error_response("context_length_exceeded", ctx, headers)
+        return dialect.error_response("context_length_exceeded", ctx, headers)
 
     # Only a valid request reaches the faults, so an invalid one never consumes them.
     fault = state.model(model).pick_fault(stream)
-    settle(_outcome(fault))
+    settle(_outcome(dialect, fault))
     if isinstance(fault, HangBeforeHeadersFault):
         stopped = await hang(request, state)
-        return error_response("overloaded" if stopped else "server_error", ctx, headers)
+        return dialect.error_response("overloaded" if stopped else "server_error", ctx, headers)
     if behaviour.header_delay_s:
         await asyncio.sleep(behaviour.header_delay_s)
         stamp_processing_time(headers, started)
     if isinstance(fault, StatusFault):
-        # key_hint serves a scripted 401: the presented key, redacted as OpenAI does.
-        ctx = replace(ctx, retry=_retry_text(fault), key_hint=redact_key(bearer_key(request)))
-        return _status_response(fault, ctx, headers)
+        # key_hint serves a scripted bad-key error: the presented key, redacted as the
+        # provider does.
+        ctx = replace(ctx, retry=_retry_text(fault), key_hint=dialect.key_hint(bearer_key(request)))
+        return _status_response(dialect, fault, ctx, headers)
     if isinstance(fault, ContentFilterFault):
         plan.cut(fault.after_chunks, "content_filter")
 
-    completion_id = request.app[IDS_KEY].completion_id(seq)
+    completion_id = dialect.completion_id(request.app[IDS_KEY], seq)
     created = int(time.time())
     if stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        enc = ChunkEncoder(completion_id, created, model, include_usage)
+        enc = dialect.chunk_encoder(completion_id, created, model, include_usage)
         headers["Content-Type"] = "text/event-stream; charset=utf-8"
         headers["Cache-Control"] = "no-cache"
         resp = web.StreamResponse(headers=headers)
-        await write_stream(request, resp, state, plan, enc, behaviour, fault, include_usage, ctx)
+        await write_stream(
+            request, resp, state, plan, enc, behaviour, fault, include_usage, ctx, dialect
+        )
         return resp
-    return await _whole(
-        request, plan, behaviour, fault, completion_id, created, model, headers, started
-    )
+    body = dialect.completion_body(completion_id, created, model, plan)
+    return await _whole(request, plan, behaviour, fault, body, headers, started)
 
 
 async def _whole(
@@ -272,18 +274,15 @@ async def _whole(
     plan: AnswerPlan,
     behaviour: ModelBehaviour,
     fault: Fault | None,
-    completion_id: str,
-    created: int,
-    model: str,
+    body: bytes,
     headers: dict[str, str],
     started: float,
 ) -> web.StreamResponse:
-    """A non-streaming answer, sent once the generation it stands for would be done."""
+    """A non-streaming answer (``body``), sent once the generation it stands for would be done."""
     delay = behaviour.ttft_s + behaviour.chunk_delay_s * max(len(plan.pieces) - 1, 0)
     if delay and not isinstance(fault, HangBeforeFirstTokenFault):
         await asyncio.sleep(delay)
         stamp_processing_time(headers, started)
-    body = completion_body(completion_id, created, model, plan)
     if isinstance(fault, DropFault | HangBeforeFirstTokenFault):
         resp = web.StreamResponse(headers=headers)
         resp.content_type = "application/json"

@@ -1,4 +1,5 @@
-"""aiohttp plumbing shared by the fake's routes: app keys, headers, error responses, hangs."""
+"""aiohttp plumbing shared by the fake's routes: app keys, headers, error responses, hangs, and
+the :class:`Dialect` that a provider's variant of the fake overrides."""
 
 from __future__ import annotations
 
@@ -10,13 +11,24 @@ import time
 
 from aiohttp import web
 
-from ._behaviour import ErrorPreset
-from ._errors import PRESETS, ErrorContext, Preset, error_payload, redact_key
+from ._answer import AnswerPlan
+from ._behaviour import ErrorPreset, StatusFault
+from ._errors import (
+    PRESETS,
+    ErrorContext,
+    Preset,
+    error_payload,
+    preset_for_status,
+    redact_key,
+)
 from ._state import FakeState
+from ._wire import ChunkEncoder, completion_body
 
 __all__ = [
+    "DIALECT_KEY",
     "IDS_KEY",
     "STATE_KEY",
+    "Dialect",
     "Ids",
     "auth_error_response",
     "auth_failure",
@@ -127,6 +139,81 @@ def auth_error_response(failure: tuple[str | None, str], headers: dict[str, str]
         missing = Preset(401, "invalid_request_error", None, None, message)
         return error_response(missing, ErrorContext(), headers)
     return error_response("invalid_api_key", ErrorContext(key_hint=key_hint), headers)
+
+
+class Dialect:
+    """The provider-specific parts of the Chat Completions fake; these defaults are OpenAI's.
+
+    A provider whose API is a variant of Chat Completions (xAI) subclasses it and keeps the
+    rest: request checks, answer planning, streaming, faults, the control API.
+    """
+
+    def preset(self, name: ErrorPreset) -> Preset:
+        """The status and wording of a named error."""
+        return PRESETS[name]
+
+    def fault_preset(self, fault: StatusFault) -> Preset:
+        """The error a :class:`StatusFault` asks for: its named one, else the usual one for its
+        status (whose own ``status`` still wins over the preset's)."""
+        return self.preset(fault.error or preset_for_status(fault.status or 500))
+
+    def error_body(
+        self, preset: Preset, ctx: ErrorContext, message: str | None, status: int
+    ) -> bytes:
+        """The body of an error response with ``status`` (``message`` replaces the wording)."""
+        return error_payload(preset, ctx, message)
+
+    def error_response(
+        self,
+        preset: Preset | ErrorPreset,
+        ctx: ErrorContext,
+        headers: dict[str, str],
+        *,
+        status: int | None = None,
+        message: str | None = None,
+    ) -> web.Response:
+        p = self.preset(preset) if isinstance(preset, str) else preset
+        code = status if status is not None else p.status
+        return web.Response(
+            body=self.error_body(p, ctx, message, code),
+            status=code,
+            headers=headers,
+            content_type="text/html" if p.html else "application/json",
+        )
+
+    def error_event(self, name: ErrorPreset, ctx: ErrorContext, message: str | None) -> bytes:
+        """The JSON of a mid-stream error event."""
+        preset = self.preset(name)
+        if preset.html:  # an HTML page cannot be an SSE event: use the generic server error
+            preset = self.preset("server_error")
+        return self.error_body(preset, ctx, message, preset.status)
+
+    def auth_error(
+        self, request: web.Request, expected: str | None, headers: dict[str, str]
+    ) -> web.Response | None:
+        """None when the request's credentials pass; else the error response for them."""
+        failure = auth_failure(request, expected)
+        return None if failure is None else auth_error_response(failure, headers)
+
+    def key_hint(self, key: str) -> str:
+        """A presented key as the provider echoes it in an error: never the whole of it."""
+        return redact_key(key)
+
+    def completion_id(self, ids: Ids, seq: int) -> str:
+        return ids.completion_id(seq)
+
+    def chunk_encoder(
+        self, completion_id: str, created: int, model: str, include_usage: bool
+    ) -> ChunkEncoder:
+        return ChunkEncoder(completion_id, created, model, include_usage)
+
+    def completion_body(
+        self, completion_id: str, created: int, model: str, plan: AnswerPlan
+    ) -> bytes:
+        return completion_body(completion_id, created, model, plan)
+
+
+DIALECT_KEY = web.AppKey("tollgate_fake_dialect", Dialect)
 
 
 async def hang(request: web.BaseRequest, state: FakeState) -> bool:

@@ -1,4 +1,4 @@
-"""Running the fake OpenAI server on a real TCP port."""
+"""Running a fake server (OpenAI's, or a variant's) on a real TCP port."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ._behaviour import FakeOpenAISettings
 from ._client import FakeOpenAIControl
 from ._openai import create_openai_app
 
-__all__ = ["FakeOpenAIServer", "serve_fake_openai"]
+__all__ = ["FakeOpenAIServer", "serve_app", "serve_fake_openai"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,17 @@ async def serve_fake_openai(
     Handlers are cancelled when their client disconnects, and requests still running at exit
     get ``shutdown_timeout`` seconds to finish.
     """
-    app = create_openai_app(settings)
+    async with serve_app(
+        create_openai_app(settings), host=host, port=port, shutdown_timeout=shutdown_timeout
+    ) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    app: web.Application, *, host: str, port: int, shutdown_timeout: float
+) -> AsyncIterator[FakeOpenAIServer]:
+    """Serve a fake's ``app`` (one with the control API) for the duration of the block."""
     # No access log: formatting a line per request would cost more than the fake's own work.
     runner = web.AppRunner(
         app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout

@@ -20,8 +20,8 @@ from ._behaviour import (
     ModelBehaviour,
     NoDoneFault,
 )
-from ._errors import PRESETS, ErrorContext, error_payload
-from ._http import hang
+from ._errors import ErrorContext
+from ._http import Dialect, hang
 from ._state import FakeState
 from ._wire import DONE, ChunkEncoder, sse_event
 
@@ -47,6 +47,7 @@ async def write_stream(
     fault: Fault | None,
     include_usage: bool,
     error_ctx: ErrorContext,
+    dialect: Dialect,
 ) -> None:
     """Send the headers and the stream for ``plan``, applying ``fault`` where it belongs."""
     await resp.prepare(request)  # a StreamResponse sends its headers right away
@@ -67,7 +68,7 @@ async def write_stream(
         if (
             i == fault_at
             and in_stream is not None
-            and await _inject(request, resp, buf, in_stream, error_ctx)
+            and await _inject(request, resp, buf, in_stream, error_ctx, dialect)
         ):
             return
         if i == 0:
@@ -82,7 +83,7 @@ async def write_stream(
     if (
         fault_at >= len(pieces)
         and in_stream is not None
-        and await _inject(request, resp, buf, in_stream, error_ctx)
+        and await _inject(request, resp, buf, in_stream, error_ctx, dialect)
     ):
         return
     if not pieces:
@@ -101,16 +102,14 @@ async def _inject(
     buf: list[bytes],
     fault: _InStreamFault,
     error_ctx: ErrorContext,
+    dialect: Dialect,
 ) -> bool:
     """Apply an in-stream fault at its position; True when it ends the stream."""
     if isinstance(fault, MalformedSSEFault):
         buf.append(fault.line.encode() + b"\n\n")
         return False
     if isinstance(fault, MidStreamErrorFault):
-        preset = PRESETS[fault.error]
-        if preset.html:  # an HTML page cannot be an SSE event: use the generic server error
-            preset = PRESETS["server_error"]
-        buf.append(sse_event(error_payload(preset, error_ctx, fault.message)))
+        buf.append(sse_event(dialect.error_event(fault.error, error_ctx, fault.message)))
         # Then a clean end of the body, without [DONE], as OpenAI does.
         await resp.write(b"".join(buf))
         return True

@@ -116,6 +116,9 @@ class ChunkEncoder:
 
     __slots__ = ("_head", "_tail")
 
+    # The members between "model" and "choices"; a provider's variant of the fake replaces them.
+    META = b',"service_tier":"default","system_fingerprint":"' + SYSTEM_FINGERPRINT.encode() + b'"'
+
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
         self._head = (
             b'data: {"id":'
@@ -124,9 +127,8 @@ class ChunkEncoder:
             + str(created).encode()
             + b',"model":'
             + _json.encode(model)
-            + b',"service_tier":"default","system_fingerprint":"'
-            + SYSTEM_FINGERPRINT.encode()
-            + b'","choices":['
+            + self.META
+            + b',"choices":['
         )
         # With include_usage, every chunk but the last carries "usage": null (OpenAI's docs).
         self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"

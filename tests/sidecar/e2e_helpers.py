@@ -47,9 +47,46 @@ context_window = 16000
 [classes.main]
 members = ["alpha", "beta"]
 
+[models.gamma]
+provider = "backup"
+id = "gamma-1"
+context_window = 32000
+
+[classes.wide]
+members = ["beta", "alpha", "gamma"]
+
+[classes.solo]
+members = ["alpha"]
+degrade_to = "spare"
+
+[classes.spare]
+members = ["beta"]
+
 [routes.chat]
 class = "main"
 max_tokens = 64
+{route_extra}
+
+[routes.wide]
+class = "wide"
+max_tokens = 64
+
+[routes.strict]
+class = "solo"
+max_degrade = 0
+
+[routes.lenient]
+class = "solo"
+max_degrade = 1
+
+# Fast retries keep the tests quick; breaker tests set their own threshold.
+[retry]
+backoff_initial_s = 0.01
+backoff_max_s = 0.05
+
+[breaker]
+threshold = {breaker_threshold}
+cooldown_s = {breaker_cooldown_s}
 """
 
 
@@ -59,9 +96,38 @@ def make_config(
     *,
     log_content: bool = False,
     key_line: str = 'api_key_env = "TEST_PROVIDER_KEY"',
+    route_extra: str = "",
+    breaker_threshold: int = 1000,
+    breaker_cooldown_s: float = 15.0,
 ) -> Config:
-    text = CONFIG_TEMPLATE.format(url=url, log_content=str(log_content).lower(), key_line=key_line)
+    text = config_text(
+        url,
+        log_content=log_content,
+        key_line=key_line,
+        route_extra=route_extra,
+        breaker_threshold=breaker_threshold,
+        breaker_cooldown_s=breaker_cooldown_s,
+    )
     return parse_config(text, base_dir=directory)
+
+
+def config_text(
+    url: str,
+    *,
+    log_content: bool = False,
+    key_line: str = 'api_key_env = "TEST_PROVIDER_KEY"',
+    route_extra: str = "",
+    breaker_threshold: int = 1000,
+    breaker_cooldown_s: float = 15.0,
+) -> str:
+    return CONFIG_TEMPLATE.format(
+        url=url,
+        log_content=str(log_content).lower(),
+        key_line=key_line,
+        route_extra=route_extra,
+        breaker_threshold=breaker_threshold,
+        breaker_cooldown_s=breaker_cooldown_s,
+    )
 
 
 SidecarFactory = Callable[..., contextlib.AbstractAsyncContextManager[Sidecar]]

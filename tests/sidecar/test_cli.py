@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 import msgspec
-from e2e_helpers import CONFIG_TEMPLATE
+from e2e_helpers import config_text
 
 from adapters.fakes import FakeOpenAIServer
 from events import RequestCompleted, open_sqlite_store
@@ -31,11 +31,18 @@ def test_demo_runs_and_prints_the_table() -> None:
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("request"))
     assert "TTFT ms" in header and "provider" in header
-    rows = [line for line in lines[lines.index(header) + 2 :] if line.strip()][:9]
+    rows = [line for line in lines[lines.index(header) + 2 :] if line.strip()][:10]
     assert all(" ok" in row for row in rows), result.stdout
-    assert "fallback" in next(row for row in rows if row.startswith("code (primary 503)"))
-    assert "(default)" in next(row for row in rows if row.startswith("untagged"))
-    assert " local " in next(row for row in rows if row.startswith("private"))
+
+    def row(label: str) -> str:
+        return next(r for r in rows if r.startswith(label))
+
+    assert "1 retry" in row("code (primary 429 once)")
+    assert "gpt-4o " in row("code (primary 429 once)")  # served by the primary after the wait
+    assert "1 retry, 1 fallback" in row("code (primary down)")
+    assert "gpt-4o-mini" in row("code (primary down)")
+    assert "(default)" in row("untagged")
+    assert " local " in row("private")
     assert "The event log is" in result.stdout
 
 
@@ -53,11 +60,7 @@ async def test_serve_answers_then_shuts_down_cleanly_on_sigterm(
     short_dir: Path, fake: FakeOpenAIServer
 ) -> None:
     config = short_dir / "tollgate.toml"
-    config.write_text(
-        CONFIG_TEMPLATE.format(
-            url=fake.base_url, log_content="false", key_line='api_key_env = "TEST_PROVIDER_KEY"'
-        )
-    )
+    config.write_text(config_text(fake.base_url))
     env = {**os.environ, "TEST_PROVIDER_KEY": "fake-key", "TEST_BACKUP_KEY": "fake-key"}
     process = await anyio.open_process([*TOLLGATE, "serve", "--config", str(config)], env=env)
     socket_path = short_dir / "s.sock"

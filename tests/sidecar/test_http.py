@@ -170,7 +170,7 @@ async def test_unknown_and_missing_tasks_take_the_default_route(
         assert decided.selector == "default"
 
 
-async def test_provider_failure_falls_back_to_the_next_candidate(
+async def test_overload_is_retried_then_falls_back_to_the_next_candidate(
     client: openai.AsyncOpenAI, sidecar: Sidecar, fake: FakeOpenAIServer
 ) -> None:
     await fake.control.set_model("alpha-1", ModelBehaviour(faults=(StatusFault(status=503),)))
@@ -180,9 +180,16 @@ async def test_provider_failure_falls_back_to_the_next_candidate(
     assert raw.headers["x-tollgate-model"] == "beta"
     assert raw.headers["x-tollgate-provider"] == "backup"
     events = await request_events(sidecar, raw.headers["x-tollgate-request-id"])
+    # overloaded: two retries of the same model (the policy's default), then the next one.
     assert kinds(events) == [
         "RequestReceived",
         "RouteDecided",
+        "AttemptStarted",
+        "AttemptFailed",
+        "RetryScheduled",
+        "AttemptStarted",
+        "AttemptFailed",
+        "RetryScheduled",
         "AttemptStarted",
         "AttemptFailed",
         "FallbackTaken",
@@ -190,15 +197,20 @@ async def test_provider_failure_falls_back_to_the_next_candidate(
         "AttemptSucceeded",
         "RequestCompleted",
     ]
-    failed = only(events, AttemptFailed)[0]
-    assert isinstance(failed, AttemptFailed)
-    assert (failed.error_class, failed.status, failed.mid_stream) == ("overloaded", 503, False)
+    failed = only(events, AttemptFailed)
+    assert {(f.error_class, f.status, f.mid_stream) for f in failed} == {  # type: ignore[attr-defined]
+        ("overloaded", 503, False)
+    }
     fallback = only(events, FallbackTaken)[0]
     assert isinstance(fallback, FallbackTaken)
     assert (fallback.from_model, fallback.to_model) == ("alpha", "beta")
-    second = only(events, AttemptStarted)[1]
-    assert isinstance(second, AttemptStarted)
-    assert (second.attempt, second.upstream_model) == (2, "beta-1")
+    last = only(events, AttemptStarted)[-1]
+    assert isinstance(last, AttemptStarted)
+    assert (last.attempt, last.upstream_model) == (4, "beta-1")
+    done = events[-1].event
+    assert isinstance(done, RequestCompleted)
+    assert (done.attempts, done.fallbacks) == (4, 1)
+    assert (await fake.control.stats()).models["alpha-1"].requests == 3
 
 
 async def test_bad_request_from_the_provider_is_not_retried_elsewhere(
@@ -227,8 +239,11 @@ async def test_every_candidate_failing_is_a_typed_error(
     assert info.value.status_code == 502
     body = info.value.body
     assert isinstance(body, dict) and body["type"] == "all_candidates_failed"
+    # server_error: one retry of each model, then the next.
     assert [(a["model"], a["error_class"], a["status"]) for a in body["tollgate"]["attempts"]] == [
         ("alpha", "server_error", 500),
+        ("alpha", "server_error", 500),
+        ("beta", "server_error", 500),
         ("beta", "server_error", 500),
     ]
     events = await request_events(sidecar, info.value.response.headers["x-tollgate-request-id"])
