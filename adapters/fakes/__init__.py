@@ -18,10 +18,16 @@ OpenAI Chat Completions fake (``serve_fake_openai`` / ``create_openai_app``):
   and the ``*Fault`` structs are also the JSON schema of ``PUT /_fake/models/{model}``; see
   ``_control`` for the routes and ``FakeOpenAIControl`` for a client.
 
+Anthropic fake (``serve_fake_anthropic``) and Gemini fake (``serve_fake_gemini``): the same
+settings, behaviours, faults, control API and token rule in those providers' wire formats (event
+lines and 529s; ``data:``-only SSE, ``RetryInfo`` and ``promptFeedback``). Their module docstrings
+say how each fault reads in that protocol.
+
 xAI fake (``serve_fake_xai``): the same machinery in xAI's dialect — UUID ids, reasoning counted
 outside ``completion_tokens``, flat ``{"code", "error"}`` error bodies, 400 for a bad key.
 """
 
+from ._anthropic import FakeAnthropicServer, create_anthropic_app, serve_fake_anthropic
 from ._behaviour import (
     ContentFilterFault,
     DropFault,
@@ -38,6 +44,7 @@ from ._behaviour import (
     ToolUse,
 )
 from ._client import FakeControlError, FakeOpenAIControl
+from ._gemini import FakeGeminiServer, create_gemini_app, serve_fake_gemini
 from ._openai import create_openai_app
 from ._prompt import count_prompt_tokens
 from ._server import FakeOpenAIServer, serve_fake_openai
@@ -47,8 +54,10 @@ from ._xai import FakeXAIServer, create_xai_app, serve_fake_xai
 __all__ = [
     "ContentFilterFault",
     "DropFault",
+    "FakeAnthropicServer",
     "ErrorPreset",
     "FakeControlError",
+    "FakeGeminiServer",
     "FakeOpenAIControl",
     "FakeOpenAIServer",
     "FakeOpenAISettings",
@@ -66,8 +75,12 @@ __all__ = [
     "StatusFault",
     "ToolUse",
     "count_prompt_tokens",
+    "create_anthropic_app",
+    "create_gemini_app",
     "create_openai_app",
     "create_xai_app",
+    "serve_fake_anthropic",
+    "serve_fake_gemini",
     "serve_fake_openai",
     "serve_fake_xai",
 ]
