@@ -54,8 +54,8 @@ from ._xai import FakeXAIServer, create_xai_app, serve_fake_xai
 __all__ = [
     "ContentFilterFault",
     "DropFault",
-    "FakeAnthropicServer",
     "ErrorPreset",
+    "FakeAnthropicServer",
     "FakeControlError",
     "FakeGeminiServer",
     "FakeOpenAIControl",
