@@ -10,10 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from adapters.fakes import serve_fake_openai
-
 from ._config import Config, ConfigError, load_config
 from ._demo import run_demo
+from ._fakes import serve_all_fakes
 from ._service import open_sidecar
 
 __all__ = ["main"]
@@ -29,9 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("--config", "-c", required=True, help="the TOML config file")
 
-    fakes = commands.add_parser("fakes", help="run the fake provider servers")
+    fakes = commands.add_parser(
+        "fakes", help="run a fake server for each provider protocol, each on a free port"
+    )
     fakes.add_argument("--host", default="127.0.0.1")
-    fakes.add_argument("--port", type=int, default=0, help="0 picks a free port")
 
     commands.add_parser(
         "demo", help="run fakes and a sidecar in a temporary directory and send a mixed workload"
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config)
             return _run(lambda: _serve(config))
         if args.command == "fakes":
-            return _run(lambda: _fakes(args.host, args.port))
+            return _run(lambda: _fakes(args.host))
         return _run(run_demo)
     except ConfigError as exc:
         print(f"tollgate: invalid configuration: {exc}", file=sys.stderr)
@@ -79,8 +79,10 @@ async def _serve(config: Config) -> int:
     return 0
 
 
-async def _fakes(host: str, port: int) -> int:
-    async with serve_fake_openai(host=host, port=port) as fake:
-        print(f"openai  {fake.base_url}", flush=True)
+async def _fakes(host: str) -> int:
+    async with serve_all_fakes(host) as fakes:
+        # One line per protocol: its name, then the base URL its clients take.
+        for name, fake in fakes.items():
+            print(f"{name:<10} {fake.base_url}", flush=True)
         await _until_signalled()
     return 0

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 Capability = Literal["vision", "tools", "structured_output", "streaming"]
-ProviderKind = Literal["openai", "openai_compatible", "xai"]
+ProviderKind = Literal["openai", "anthropic", "gemini", "xai", "openai_compatible"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 

@@ -1,8 +1,9 @@
 """``tollgate demo``: fakes, a sidecar and a mixed workload, end to end on real sockets.
 
-Without API keys every provider is a local fake server speaking the real wire protocol; with
-``OPENAI_API_KEY`` set, the ``openai`` provider is the real one (the code path is the same, only
-the base URL and key differ).
+Without API keys every provider is a local fake server speaking its real wire protocol; with a
+provider's key set (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``GEMINI_API_KEY``,
+``XAI_API_KEY``), that provider is the real one: the code path is the same, only the base URL and
+key differ.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from adapters.fakes import ModelBehaviour, StatusFault, serve_fake_openai
+from adapters.fakes import ModelBehaviour, StatusFault
 from events import (
     Event,
     FallbackTaken,
@@ -30,6 +31,7 @@ from events import (
 )
 
 from ._config import Config, parse_config
+from ._fakes import RunningFake, serve_all_fakes
 from ._service import open_sidecar
 
 __all__ = ["demo_config", "run_demo"]
@@ -45,13 +47,23 @@ path = "events.db"
 
 [providers.openai]
 kind = "openai"
-base_url = "{openai_url}"
-{openai_key}
+{openai}
+
+[providers.anthropic]
+kind = "anthropic"
+{anthropic}
+
+[providers.gemini]
+kind = "gemini"
+{gemini}
+
+[providers.xai]
+kind = "xai"
+{xai}
 
 [providers.local]
 kind = "openai_compatible"
 base_url = "{local_url}"
-max_tokens_field = "max_tokens"
 
 [models.gpt-4o]
 provider = "openai"
@@ -65,6 +77,25 @@ context_window = 128000
 max_output_tokens = 16384
 capabilities = ["vision", "tools", "structured_output", "streaming"]
 
+[models.claude-sonnet-4-5]
+provider = "anthropic"
+context_window = 200000
+max_output_tokens = 64000
+capabilities = ["vision", "tools", "structured_output", "streaming"]
+
+[models."gemini-2.5-flash"]
+provider = "gemini"
+context_window = 1048576
+max_output_tokens = 65536
+capabilities = ["vision", "tools", "structured_output", "streaming"]
+
+[models.grok-4]
+provider = "xai"
+id = "grok-4.3"
+context_window = 256000
+max_output_tokens = 32768
+capabilities = ["tools", "structured_output", "streaming"]
+
 [models."llama-3.1-8b"]
 provider = "local"
 id = "llama3.1:8b"
@@ -73,11 +104,14 @@ max_output_tokens = 4096
 tags = ["pii_safe", "self_hosted"]
 
 [classes.flagship]
-members = ["gpt-4o", "gpt-4o-mini"]
+members = ["claude-sonnet-4-5", "gpt-4o"]
 degrade_to = "fast"
 
 [classes.fast]
-members = ["gpt-4o-mini", "llama-3.1-8b"]
+members = ["gemini-2.5-flash", "gpt-4o-mini"]
+
+[classes.reasoning]
+members = ["grok-4", "claude-sonnet-4-5"]
 
 [classes.open-weight]
 members = ["llama-3.1-8b"]
@@ -98,14 +132,32 @@ max_tokens = 80
 class = "flagship"
 max_tokens = 300
 
+[routes.reason]
+class = "reasoning"
+max_tokens = 300
+
 [routes.private]
 class = "open-weight"
 max_tokens = 100
 max_degrade = 0
 """
 
+# Each provider is its local fake unless its key is in the environment: (key variable, real URL).
+_REAL = {
+    "openai": ("OPENAI_API_KEY", "https://api.openai.com/v1"),
+    "anthropic": ("ANTHROPIC_API_KEY", "https://api.anthropic.com"),
+    "gemini": ("GEMINI_API_KEY", "https://generativelanguage.googleapis.com"),
+    "xai": ("XAI_API_KEY", "https://api.x.ai/v1"),
+}
+# The upstream ids the fakes see, each paced like a real model.
+_FAKE_MODELS = {
+    "openai": ("gpt-4o", "gpt-4o-mini", "llama3.1:8b"),
+    "anthropic": ("claude-sonnet-4-5",),
+    "gemini": ("gemini-2.5-flash",),
+    "xai": ("grok-4.3",),
+}
 _PACE = ModelBehaviour(answer_tokens=40, chunks=10, ttft_s=0.03, chunk_delay_s=0.005)
-# Faults scripted on gpt-4o (the code route's primary) for one request each.
+# Faults scripted on the code route's primary (claude-sonnet-4-5) for one request each.
 _FAULTS = {
     "code (primary 429 once)": (StatusFault(status=429, retry_after_s=0.2, times=1),),
     "code (primary down)": (StatusFault(status=500),),
@@ -118,36 +170,40 @@ _WORKLOAD: list[tuple[str, str, str | None, bool]] = [
     ("code", "task:code", None, True),
     ("code (primary 429 once)", "task:code", None, False),
     ("code (primary down)", "task:code", None, True),
+    ("reason", "task:reason", None, True),
     ("extract", "auto", "extract", False),
     ("private", "auto", "private", True),
-    ("chat", "class:fast", "chat", True),
     ("untagged", "auto", None, False),
     ("pinned model", "gpt-4o-mini", "chat", True),
 ]
 
 
-def demo_config(workdir: Path, fake_url: str, environ: Mapping[str, str] | None = None) -> Config:
+def demo_config(
+    workdir: Path, fakes: Mapping[str, RunningFake], environ: Mapping[str, str] | None = None
+) -> Config:
     env = os.environ if environ is None else environ
-    real_openai = bool(env.get("OPENAI_API_KEY"))
-    text = _DEMO_TOML.format(
-        openai_url="https://api.openai.com/v1" if real_openai else fake_url,
-        openai_key='api_key_env = "OPENAI_API_KEY"' if real_openai else "",
-        local_url=fake_url,
-    )
+    sections = {}
+    for name, (variable, url) in _REAL.items():
+        if env.get(variable):
+            sections[name] = f'base_url = "{url}"\napi_key_env = "{variable}"'
+        else:
+            sections[name] = f'base_url = "{fakes[name].base_url}"'
+    text = _DEMO_TOML.format(local_url=fakes["openai"].base_url, **sections)
     return parse_config(text, base_dir=workdir, source="<built-in demo config>")
 
 
 async def run_demo() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tollgate-demo-"))
-    async with serve_fake_openai() as fake:
-        # Slow the fakes to a realistic pace so that the timings mean something.
-        for model in ("gpt-4o", "gpt-4o-mini", "llama3.1:8b"):
-            await fake.control.set_model(model, _PACE)
-        config = demo_config(workdir, fake.base_url)
-        if config.providers["openai"].api_key_env:
-            print("OPENAI_API_KEY is set: the 'openai' provider is the real OpenAI API.\n")
+    async with serve_all_fakes() as fakes:
+        for protocol, models in _FAKE_MODELS.items():
+            for model in models:
+                await fakes[protocol].control.set_model(model, _PACE)
+        config = demo_config(workdir, fakes)
+        real = [name for name, provider in config.providers.items() if provider.api_key_env]
+        if real:
+            print(f"Real providers (their keys are set): {', '.join(real)}.\n")
         async with open_sidecar(config) as sidecar:
-            ids = [await _send(sidecar.socket_path, fake, *item) for item in _WORKLOAD]
+            ids = [await _send(sidecar.socket_path, fakes, *item) for item in _WORKLOAD]
     # Closing the sidecar committed every event; the table is read back from the log.
     rows, total = await _rows(config.store.path, ids)
     _print_table(rows)
@@ -161,10 +217,16 @@ async def run_demo() -> int:
 
 
 async def _send(
-    socket_path: str, fake: Any, label: str, model: str, task: str | None, stream: bool
+    socket_path: str,
+    fakes: Mapping[str, RunningFake],
+    label: str,
+    model: str,
+    task: str | None,
+    stream: bool,
 ) -> tuple[str, str]:
     faults = _FAULTS.get(label, ())
-    await fake.control.set_model("gpt-4o", msgspec.structs.replace(_PACE, faults=faults))
+    behaviour = msgspec.structs.replace(_PACE, faults=faults)
+    await fakes["anthropic"].control.set_model("claude-sonnet-4-5", behaviour)
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": f"A demo request for {label}."}],

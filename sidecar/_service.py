@@ -10,7 +10,14 @@ import anyio
 import msgspec
 from aiohttp import web
 
-from adapters import Adapter, OpenAIAdapter, OpenAICompatibleAdapter, XAIAdapter
+from adapters import (
+    Adapter,
+    AnthropicAdapter,
+    GeminiAdapter,
+    OpenAIAdapter,
+    OpenAICompatibleAdapter,
+    XAIAdapter,
+)
 from events import EventStore, open_sqlite_store
 
 from ._config import Config, ProviderConfig, config_hash
@@ -59,6 +66,24 @@ def build_adapter(name: str, provider: ProviderConfig, api_key: str | None) -> A
                 name,
                 base_url=base_url,
                 api_key=api_key,
+                connect_timeout_s=timeout,
+                max_connections=connections,
+            )
+        case "anthropic":
+            return AnthropicAdapter(
+                name,
+                base_url=base_url,
+                api_key=api_key,
+                api_version=provider.api_version,
+                connect_timeout_s=timeout,
+                max_connections=connections,
+            )
+        case "gemini":
+            return GeminiAdapter(
+                name,
+                base_url=base_url,
+                api_key=api_key,
+                api_version=provider.api_version,
                 connect_timeout_s=timeout,
                 max_connections=connections,
             )
