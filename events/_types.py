@@ -23,6 +23,7 @@ __all__ = [
     "AttemptStarted",
     "AttemptSucceeded",
     "CandidateSkipped",
+    "CascadeEscalated",
     "CircuitClosed",
     "CircuitHalfOpened",
     "CircuitOpened",
@@ -164,6 +165,19 @@ class CandidateSkipped(EventBase, frozen=True, tag="candidate_skipped.v1"):
     reason: str
 
 
+class CascadeEscalated(EventBase, frozen=True, tag="cascade_escalated.v1"):
+    """A cascade route's cheap answer failed a check; the request goes to the route's class.
+
+    Reasons: ``empty``, ``truncated`` (finish reason length), ``refused`` (content filter),
+    ``invalid_json``, ``schema_mismatch``, ``failed`` (no cheap candidate answered).
+    """
+
+    from_model: str
+    from_class: str
+    to_class: str
+    reason: str
+
+
 class CircuitOpened(EventBase, frozen=True, tag="circuit_opened.v1"):
     """The provider's breaker opened: its models are skipped until the cooldown has passed.
 
@@ -222,6 +236,7 @@ Event: TypeAlias = (
     | FallbackTaken
     | RetryScheduled
     | CandidateSkipped
+    | CascadeEscalated
     | CircuitOpened
     | CircuitHalfOpened
     | CircuitClosed

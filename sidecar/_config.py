@@ -123,6 +123,10 @@ class RouteConfig(_Section, frozen=True):
     idle_timeout_s: float = 30.0
     # Overrides retry.max_wait_s: a longer Retry-After falls back instead of waiting.
     max_retry_wait_s: float | None = None
+    # A cheaper class to try first: its answer is checked (not empty, not cut at max_tokens,
+    # not refused, valid JSON when JSON was asked for) and the request escalates to ``class``
+    # when a check fails. Streams are held back until the check, so they start later.
+    cascade_from: str | None = None
 
 
 class Config(_Section, frozen=True):
@@ -272,6 +276,12 @@ def _check(config: Config) -> list[str]:
             f"{key}.class",
             f"unknown class {route.model_class!r} {known('classes', config.classes)}",
         )
+        if route.cascade_from is not None:
+            need(
+                route.cascade_from in config.classes,
+                f"{key}.cascade_from",
+                f"unknown class {route.cascade_from!r} {known('classes', config.classes)}",
+            )
         need(route.max_tokens > 0, f"{key}.max_tokens", "must be positive")
         need(route.max_degrade >= 0, f"{key}.max_degrade", "must not be negative")
         for field in ("deadline_s", "header_timeout_s", "ttft_timeout_s", "idle_timeout_s"):

@@ -39,6 +39,7 @@ from events import (
     AttemptStarted,
     AttemptSucceeded,
     CandidateSkipped,
+    CascadeEscalated,
     CircuitClosed,
     CircuitHalfOpened,
     CircuitOpened,
@@ -227,45 +228,114 @@ class Executor:
             await self._fail(stamp, pending, error, attempts=0)
             raise error
 
-        dispatch = _Dispatch(stamp, decision, call, sink, pending)
+        d = _Dispatch(stamp, decision, call, sink, pending)
+        route_config = decision.route_config
+        d.deadline = time.monotonic() + route_config.deadline_s
+        success: _Success | None = None
         try:
-            outcome = await self._dispatch(dispatch)
+            with anyio.move_on_after(route_config.deadline_s) as scope:
+                success = await self._serve(d)
         except anyio.get_cancelled_exc_class():
-            # Not the deadline (that is caught inside): the sidecar is shutting down.
+            # Not the deadline (that is caught by the scope): the sidecar is shutting down.
             shutdown = TollgateError("cancelled", "the sidecar is shutting down", status=503)
-            await self._fail(stamp, pending, shutdown, attempts=dispatch.attempts)
+            await self._fail(stamp, pending, shutdown, attempts=d.attempts)
             raise
-        if outcome is not None:
-            return outcome
-        if dispatch.timed_out:
+        if success is not None:
+            return await self._complete(d, success)
+        if scope.cancelled_caught:
             error = TollgateError(
                 "deadline_exceeded",
-                f"no answer within the route's deadline of {decision.route_config.deadline_s} s",
+                f"no answer within the route's deadline of {route_config.deadline_s} s",
                 status=504,
-                details={"attempts": dispatch.failures},
+                details={"attempts": d.failures},
             )
-        elif not dispatch.attempts:
+        elif not d.attempts:
             error = TollgateError(
                 "no_route",
                 f"every candidate of route {decision.route!r} is unavailable "
-                f"({', '.join(dispatch.skipped)})",
+                f"({', '.join(d.skipped)})",
                 status=503,
-                details={"skipped": dispatch.skipped},
+                details={"skipped": d.skipped},
             )
         else:
-            error = _all_failed(dispatch.failures)
-        await self._fail(
-            stamp, pending, error, attempts=dispatch.attempts, chunks=dispatch.delivered
-        )
+            error = _all_failed(d.failures)
+        await self._fail(stamp, pending, error, attempts=d.attempts, chunks=d.delivered)
         raise error
 
-    async def _dispatch(self, d: _Dispatch) -> Outcome | None:
+    async def _serve(self, d: _Dispatch) -> _Success | None:
+        """Dispatch the chain; on a cascade route, the cheap class first, checked."""
+        decision = d.decision
+        if not decision.cascade:
+            return await self._dispatch(d, decision.chain)
+        held = d.holding = _HeldAnswer()
+        real_sink, d.sink = d.sink, held
+        success = await self._dispatch(d, decision.cascade)
+        d.sink, d.holding = real_sink, None
+        reason = "failed" if success is None else _cascade_check(d.call.request, held, success)
+        if success is not None and reason is None:
+            try:
+                await held.replay(real_sink)
+            except ClientDisconnectedError:
+                gone = TollgateError("client_disconnected", "the client went away", status=499)
+                await self._fail(d.stamp, d.pending, gone, attempts=d.attempts)
+                raise
+            success.first_ns = time.perf_counter_ns()
+            return success
+        d.pending.append(
+            CascadeEscalated(
+                **d.stamp.envelope(),
+                from_model=success.candidate.model if success else "",
+                from_class=decision.route_config.cascade_from or "",
+                to_class=decision.model_class,
+                reason=reason or "failed",
+            )
+        )
+        return await self._dispatch(d, decision.chain)
+
+    async def _complete(self, d: _Dispatch, success: _Success) -> Outcome:
+        """The request's terminal event for an answer that was delivered."""
+        progress = success.progress
+        candidate = success.candidate
+        end_ns = time.perf_counter_ns()
+        received_ns = d.call.received_ns
+        ttft = None if success.first_ns is None else success.first_ns - received_ns
+        usage = _token_usage(progress.usage)
+        finish = progress.finish.reason if progress.finish is not None else "other"
+        d.pending.append(
+            RequestCompleted(
+                **d.stamp.envelope(),
+                model=candidate.model,
+                provider=candidate.provider,
+                attempts=d.attempts,
+                fallbacks=d.fallbacks,
+                finish_reason=finish,
+                usage=usage,
+                latency_ns=end_ns - received_ns,
+                ttft_ns=ttft,
+                ttlt_ns=end_ns - received_ns,
+                completion_chars=progress.chars,
+                completion_sha256=progress.hasher.hexdigest(),
+                completion="".join(progress.text) if progress.text is not None else None,
+            )
+        )
+        await self._store.submit(d.pending)
+        d.pending.clear()
+        return Outcome(
+            served=success.served,
+            finish_reason=finish,
+            usage=progress.usage,
+            attempts=d.attempts,
+            fallbacks=d.fallbacks,
+            ttft_ns=ttft,
+            latency_ns=end_ns - received_ns,
+        )
+
+    async def _dispatch(self, d: _Dispatch, chain: Sequence[Candidate]) -> _Success | None:
         """Try the chain's candidates in order, with retries, until one serves.
 
-        Returns None when every candidate failed or the deadline passed (``d.timed_out``).
+        Returns None when every candidate failed. The caller's scope bounds it by the deadline.
         """
         route_config = d.decision.route_config
-        deadline = time.monotonic() + route_config.deadline_s
         max_wait = (
             route_config.max_retry_wait_s
             if route_config.max_retry_wait_s is not None
@@ -275,85 +345,83 @@ class Executor:
         # After a context overflow only a larger window can help.
         overflowed_window = 0
         previous: tuple[Candidate, str] | None = None
-        with anyio.move_on_after(route_config.deadline_s) as scope:
-            for candidate in d.decision.chain:
-                skip = (
-                    "provider_failed"
-                    if candidate.provider in skipped_providers
-                    else "smaller_context"
-                    if candidate.context_window <= overflowed_window
-                    else None
+        for candidate in chain:
+            skip = (
+                "provider_failed"
+                if candidate.provider in skipped_providers
+                else "smaller_context"
+                if candidate.context_window <= overflowed_window
+                else None
+            )
+            retries = 0
+            while skip is None:
+                breaker = self._breakers[candidate.provider]
+                admitted, transition = breaker.admit(time.monotonic())
+                self._note_breaker(d, transition)
+                if not admitted:
+                    skip = "breaker_open"
+                    break
+                if previous is not None and previous[0] is not candidate:
+                    d.fallbacks += 1
+                    d.pending.append(
+                        FallbackTaken(
+                            **d.stamp.envelope(),
+                            from_model=previous[0].model,
+                            to_model=candidate.model,
+                            error_class=previous[1],
+                        )
+                    )
+                result = await self._attempt(d, candidate, breaker)
+                if isinstance(result, _Success):
+                    return result
+                previous = (candidate, result.error_class.value)
+                step = decide(
+                    result.error_class.value,
+                    quota=result.quota,
+                    retries_done=retries,
+                    retry_after_s=result.retry_after_s,
+                    policy=self._config.retry,
+                    max_wait_s=max_wait,
+                    remaining_s=d.deadline - time.monotonic(),
+                    draw=self._random.random(),
                 )
-                retries = 0
-                while skip is None:
-                    breaker = self._breakers[candidate.provider]
-                    admitted, transition = breaker.admit(time.monotonic())
-                    self._note_breaker(d, transition)
-                    if not admitted:
-                        skip = "breaker_open"
-                        break
-                    if previous is not None and previous[0] is not candidate:
-                        d.fallbacks += 1
-                        d.pending.append(
-                            FallbackTaken(
-                                **d.stamp.envelope(),
-                                from_model=previous[0].model,
-                                to_model=candidate.model,
-                                error_class=previous[1],
-                            )
-                        )
-                    result = await self._attempt(d, candidate, breaker)
-                    if isinstance(result, Outcome):
-                        return result
-                    previous = (candidate, result.error_class.value)
-                    step = decide(
-                        result.error_class.value,
-                        quota=result.quota,
-                        retries_done=retries,
-                        retry_after_s=result.retry_after_s,
-                        policy=self._config.retry,
-                        max_wait_s=max_wait,
-                        remaining_s=deadline - time.monotonic(),
-                        draw=self._random.random(),
+                if step.action is Action.STOP:
+                    error = _rejected(candidate, result, d.failures)
+                    await self._fail(d.stamp, d.pending, error, attempts=d.attempts)
+                    raise error
+                if step.action is not Action.RETRY:
+                    if step.action is Action.SKIP_PROVIDER:
+                        skipped_providers.add(candidate.provider)
+                    elif step.action is Action.FALLBACK_LARGER:
+                        overflowed_window = max(overflowed_window, candidate.context_window)
+                    break
+                retries += 1
+                d.pending.append(
+                    RetryScheduled(
+                        **d.stamp.envelope(),
+                        attempt=d.attempts,
+                        model=candidate.model,
+                        provider=candidate.provider,
+                        error_class=result.error_class.value,
+                        wait_ms=round(step.wait_s * 1000),
                     )
-                    if step.action is Action.STOP:
-                        error = _rejected(candidate, result, d.failures)
-                        await self._fail(d.stamp, d.pending, error, attempts=d.attempts)
-                        raise error
-                    if step.action is not Action.RETRY:
-                        if step.action is Action.SKIP_PROVIDER:
-                            skipped_providers.add(candidate.provider)
-                        elif step.action is Action.FALLBACK_LARGER:
-                            overflowed_window = max(overflowed_window, candidate.context_window)
-                        break
-                    retries += 1
-                    d.pending.append(
-                        RetryScheduled(
-                            **d.stamp.envelope(),
-                            attempt=d.attempts,
-                            model=candidate.model,
-                            provider=candidate.provider,
-                            error_class=result.error_class.value,
-                            wait_ms=round(step.wait_s * 1000),
-                        )
+                )
+                await anyio.sleep(step.wait_s)
+            if skip is not None:
+                d.skipped.append(f"{candidate.model}: {skip}")
+                d.pending.append(
+                    CandidateSkipped(
+                        **d.stamp.envelope(),
+                        model=candidate.model,
+                        provider=candidate.provider,
+                        reason=skip,
                     )
-                    await anyio.sleep(step.wait_s)
-                if skip is not None:
-                    d.skipped.append(f"{candidate.model}: {skip}")
-                    d.pending.append(
-                        CandidateSkipped(
-                            **d.stamp.envelope(),
-                            model=candidate.model,
-                            provider=candidate.provider,
-                            reason=skip,
-                        )
-                    )
-        d.timed_out = scope.cancelled_caught
+                )
         return None
 
     async def _attempt(
         self, d: _Dispatch, candidate: Candidate, breaker: Breaker
-    ) -> Outcome | ProviderError:
+    ) -> _Success | ProviderError:
         """One try on one candidate: the outcome, or the provider's error for the caller to
         weigh. Raises :class:`TollgateError` when the request must end here (the answer was
         already being forwarded)."""
@@ -379,6 +447,9 @@ class Executor:
         await self._store.submit(d.pending)
         d.pending.clear()
         progress = _Progress(keep_text=self._log_content)
+        if d.holding is not None:
+            # Only the answer that ends up accepted may be replayed.
+            d.holding.clear()
         started_ns = time.perf_counter_ns()
         upstream = ChatRequest(
             model=candidate.upstream_model,
@@ -406,7 +477,7 @@ class Executor:
                     retry_after_s=exc.retry_after_s,
                 )
             )
-            if not progress.chunks:
+            if not progress.chunks or d.holding is not None:
                 return exc
             # Already committed to this answer: the stream ends here, typed.
             d.delivered = progress.chunks
@@ -458,11 +529,7 @@ class Executor:
         if progress.first_ns is None:
             await d.sink.begin(served)
         end_ns = time.perf_counter_ns()
-        finish = progress.finish.reason if progress.finish is not None else "other"
-        usage = _token_usage(progress.usage)
-        received_ns = d.call.received_ns
-        request_ttft = None if progress.first_ns is None else progress.first_ns - received_ns
-        d.pending += [
+        d.pending.append(
             AttemptSucceeded(
                 **stamp.envelope(),
                 attempt=number,
@@ -473,36 +540,11 @@ class Executor:
                 ttft_ns=None if progress.first_ns is None else progress.first_ns - started_ns,
                 ttlt_ns=end_ns - started_ns,
                 chunks=progress.chunks,
-                finish_reason=finish,
-                usage=usage,
-            ),
-            RequestCompleted(
-                **stamp.envelope(),
-                model=candidate.model,
-                provider=candidate.provider,
-                attempts=number,
-                fallbacks=d.fallbacks,
-                finish_reason=finish,
-                usage=usage,
-                latency_ns=end_ns - received_ns,
-                ttft_ns=request_ttft,
-                ttlt_ns=end_ns - received_ns,
-                completion_chars=progress.chars,
-                completion_sha256=progress.hasher.hexdigest(),
-                completion="".join(progress.text) if progress.text is not None else None,
-            ),
-        ]
-        await self._store.submit(d.pending)
-        d.pending.clear()
-        return Outcome(
-            served=served,
-            finish_reason=finish,
-            usage=progress.usage,
-            attempts=number,
-            fallbacks=d.fallbacks,
-            ttft_ns=request_ttft,
-            latency_ns=end_ns - received_ns,
+                finish_reason=progress.finish.reason if progress.finish is not None else "other",
+                usage=_token_usage(progress.usage),
+            )
         )
+        return _Success(served, candidate, progress)
 
     async def _relay(
         self,
@@ -608,21 +650,133 @@ class Executor:
         pending.clear()
 
 
+class _Success:
+    """An attempt that produced a whole answer."""
+
+    __slots__ = ("candidate", "first_ns", "progress", "served")
+
+    def __init__(self, served: Served, candidate: Candidate, progress: _Progress) -> None:
+        self.served = served
+        self.candidate = candidate
+        self.progress = progress
+        # When the client got the first content (perf_counter ns), if it got any.
+        self.first_ns = progress.first_ns
+
+
+class _HeldAnswer:
+    """A sink that keeps a cascade's cheap answer until it has passed its checks."""
+
+    def __init__(self) -> None:
+        self.served: Served | None = None
+        self.chunks: list[TextDelta | ToolCallDelta] = []
+
+    async def begin(self, served: Served) -> None:
+        self.served = served
+
+    async def send(self, chunks: Sequence[TextDelta | ToolCallDelta]) -> None:
+        self.chunks.extend(chunks)
+
+    def clear(self) -> None:
+        self.served = None
+        self.chunks.clear()
+
+    async def replay(self, sink: ResponseSink) -> None:
+        assert self.served is not None
+        await sink.begin(self.served)
+        if self.chunks:
+            await sink.send(self.chunks)
+
+    def text(self) -> str:
+        return "".join(c.text for c in self.chunks if isinstance(c, TextDelta))
+
+
+def _cascade_check(
+    request: ChatCompletionRequest, held: _HeldAnswer, success: _Success
+) -> str | None:
+    """Why the cheap answer is not good enough, or None when it passes. Deterministic only."""
+    finish = success.progress.finish.reason if success.progress.finish is not None else "other"
+    if finish in ("length", "context_overflow"):
+        return "truncated"
+    if finish == "content_filter":
+        return "refused"
+    if not held.chunks:
+        return "empty"
+    calls = any(isinstance(c, ToolCallDelta) for c in held.chunks)
+    text = held.text()
+    if not calls and not text.strip():
+        return "empty"
+    wanted = (request.response_format or {}).get("type")
+    if wanted in ("json_object", "json_schema") and not calls:
+        try:
+            value = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            return "invalid_json"
+        schema = ((request.response_format or {}).get("json_schema") or {}).get("schema")
+        if wanted == "json_schema" and isinstance(schema, dict) and not _matches(value, schema):
+            return "schema_mismatch"
+    return None
+
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "null": type(None),
+}
+
+
+def _matches(value: Any, schema: dict[str, Any]) -> bool:
+    """A structural check of the JSON Schema keywords structured output uses: type, required,
+    properties, items, enum. It catches the cheap model's usual failures (missing keys, wrong
+    types); it is not a full validator."""
+    expected = schema.get("type")
+    types = expected if isinstance(expected, list) else [expected] if expected else []
+    if types:
+        allowed = tuple(t for name in types for t in _flatten(_JSON_TYPES.get(name, object)))
+        # bool is an int in Python, but not an integer or a number in JSON.
+        if isinstance(value, bool) and bool not in allowed:
+            return False
+        if not isinstance(value, allowed):
+            return False
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    if isinstance(value, dict):
+        if any(key not in value for key in schema.get("required", ())):
+            return False
+        properties = schema.get("properties", {})
+        return all(
+            _matches(value[key], sub)
+            for key, sub in properties.items()
+            if key in value and isinstance(sub, dict)
+        )
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return all(_matches(item, schema["items"]) for item in value)
+    return True
+
+
+def _flatten(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
 class _Dispatch:
     """One request's dispatch state, shared by the attempts."""
 
     __slots__ = (
         "attempts",
         "call",
+        "deadline",
         "decision",
         "delivered",
         "failures",
         "fallbacks",
+        "holding",
         "pending",
         "sink",
         "skipped",
         "stamp",
-        "timed_out",
     )
 
     def __init__(
@@ -646,7 +800,10 @@ class _Dispatch:
         self.skipped: list[str] = []
         # Content chunks forwarded before the request ended without an answer.
         self.delivered = 0
-        self.timed_out = False
+        # Monotonic seconds by which the request must be over; waits never run past it.
+        self.deadline = 0.0
+        # Set while a cascade's cheap answer is held back: nothing reaches the client yet.
+        self.holding: _HeldAnswer | None = None
 
 
 def _decision_events(stamp: _Stamp, decision: RouteDecision, input_estimate: int) -> list[Event]:

@@ -78,6 +78,8 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     chain: tuple[Candidate, ...]
     dropped: tuple[Dropped, ...]
     route_config: RouteConfig
+    # For a cascade route: the cheaper class's candidates, tried (and checked) first.
+    cascade: tuple[Candidate, ...] = ()
 
 
 def route(
@@ -115,37 +117,50 @@ def route(
         members = _degraded_path(config, class_name, route_config.max_degrade)
 
     needs = query.needs | frozenset(route_config.requires)
-    chain: list[Candidate] = []
     dropped: list[Dropped] = []
-    for name, member_class, depth in members:
-        model = config.models[name]
-        max_tokens = min(query.max_tokens or route_config.max_tokens, model.max_output_tokens)
-        reason = _unfit(
-            model, query.input_tokens + max_tokens, needs, route_config, unavailable_providers
-        )
-        if reason is not None:
-            dropped.append(Dropped(name, model.provider, reason))
-            continue
-        chain.append(
-            Candidate(
-                model=name,
-                provider=model.provider,
-                upstream_model=model.id or name,
-                model_class=member_class,
-                degrade_depth=depth,
-                max_tokens=max_tokens,
-                context_window=model.context_window,
+
+    def fit(members: list[tuple[str, str, int]]) -> tuple[Candidate, ...]:
+        chain: list[Candidate] = []
+        for name, member_class, depth in members:
+            model = config.models[name]
+            max_tokens = min(query.max_tokens or route_config.max_tokens, model.max_output_tokens)
+            reason = _unfit(
+                model,
+                query.input_tokens + max_tokens,
+                needs,
+                route_config,
+                unavailable_providers,
             )
-        )
+            if reason is not None:
+                dropped.append(Dropped(name, model.provider, reason))
+                continue
+            chain.append(
+                Candidate(
+                    model=name,
+                    provider=model.provider,
+                    upstream_model=model.id or name,
+                    model_class=member_class,
+                    degrade_depth=depth,
+                    max_tokens=max_tokens,
+                    context_window=model.context_window,
+                )
+            )
+        return tuple(chain)
+
+    cascade: tuple[Candidate, ...] = ()
+    if kind in ("task", "default") and route_config.cascade_from is not None:
+        cascade = fit(_degraded_path(config, route_config.cascade_from, 0))
+    chain = fit(members)
     return RouteDecision(
         route=route_name,
         model_class=class_name,
         selector_kind=kind,
         requested_task=task,
         unrouted=unrouted,
-        chain=tuple(chain),
+        chain=chain,
         dropped=tuple(dropped),
         route_config=route_config,
+        cascade=cascade,
     )
 
 

@@ -37,12 +37,13 @@ api_key_env = "TEST_BACKUP_KEY"
 provider = "primary"
 id = "alpha-1"
 context_window = 8000
-capabilities = ["streaming", "tools"]
+capabilities = ["streaming", "tools", "structured_output"]
 
 [models.beta]
 provider = "backup"
 id = "beta-1"
 context_window = 16000
+capabilities = ["streaming", "structured_output"]
 
 [classes.main]
 members = ["alpha", "beta"]
@@ -78,6 +79,11 @@ max_degrade = 0
 [routes.lenient]
 class = "solo"
 max_degrade = 1
+
+# Cheap alpha first, checked; beta when alpha's answer fails a check.
+[routes.cascade]
+class = "spare"
+cascade_from = "solo"
 
 # Fast retries keep the tests quick; breaker tests set their own threshold.
 [retry]

@@ -114,6 +114,10 @@ def test_hash_is_stable_and_changes_with_content() -> None:
         ),
         (("max_tokens = 256", "max_tokens = 0"), "routes.chat.max_tokens: must be positive"),
         (
+            ("max_tokens = 256", 'max_tokens = 256\ncascade_from = "cheap"'),
+            "routes.chat.cascade_from: unknown class 'cheap'",
+        ),
+        (
             ('members = ["gpt-4o-mini"]', 'members = ["gpt-4o-mini"]\ndegrade_to = "flagship"'),
             "classes.flagship.degrade_to: degrades in a cycle",
         ),

@@ -58,6 +58,10 @@ max_degrade = 2
 [routes.private]
 class = "flagship"
 require_tags = ["pii_safe"]
+[routes.cheap-first]
+class = "flagship"
+cascade_from = "tiny"
+max_degrade = 0
 """,
     base_dir=Path("."),
 )
@@ -186,3 +190,13 @@ def test_every_candidate_is_either_chosen_fit_or_dropped_with_a_reason(
     # The chain keeps the class's order, degraded classes after the route's own.
     depths = [c.degrade_depth for c in decision.chain]
     assert depths == sorted(depths)
+
+
+def test_a_cascade_route_carries_its_cheap_stage() -> None:
+    decision = route(query(task="cheap-first"), CONFIG)
+    assert [c.model for c in decision.cascade] == ["small"]
+    assert [c.model for c in decision.chain] == ["big", "mid"]
+    # Naming a class or a model opts out of the route's cascade.
+    assert route(query("class:flagship", task="cheap-first"), CONFIG).cascade == ()
+    assert route(query("mid", task="cheap-first"), CONFIG).cascade == ()
+    assert route(query(task="chat"), CONFIG).cascade == ()
