@@ -121,7 +121,7 @@ def log_tail(path: Path, lines: int = 20) -> str:
 def start_fake(workdir: Path) -> subprocess.Popen[str]:
     with (workdir / "fake.log").open("w") as stderr:
         return subprocess.Popen(
-            [tollgate_command(), "--log-level", "WARNING", "fakes", "--port", "0"],
+            [tollgate_command(), "--log-level", "WARNING", "fakes"],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
