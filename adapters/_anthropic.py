@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
-import anyio
 import msgspec
 import yarl
 
@@ -23,7 +22,7 @@ from ._anthropic_request import UnsupportedContent, anthropic_body
 from ._anthropic_stream import AnthropicStreamParser, message_chunks
 from ._chunks import Chunk
 from ._errors import ErrorClass, ProviderError
-from ._http import HTTPAdapter, UpstreamCall
+from ._http import HTTPAdapter, UpstreamCall, drain
 from ._request import ChatRequest
 from ._retry_after import parse_retry_after, parse_wait_in_message
 
@@ -32,9 +31,6 @@ __all__ = ["AnthropicAdapter", "AnthropicStreamParser", "classify_anthropic_erro
 DEFAULT_API_VERSION = "2023-06-01"
 # From this version on: Bearer auth, and no temperature/top_p/top_k (ISO dates compare as text).
 _BEARER_SINCE = "2026-10-21"
-# After message_stop only the end of the chunked body is left; a server that holds the
-# connection open longer loses it instead of stalling the request.
-_DRAIN_TIMEOUT_S = 1.0
 
 _encode = msgspec.json.Encoder().encode
 
@@ -85,12 +81,7 @@ class AnthropicAdapter(HTTPAdapter):
         return UpstreamCall(self._url, _encode(body))
 
     async def _whole(self, response: aiohttp.ClientResponse) -> AsyncGenerator[list[Chunk], None]:
-        try:
-            raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._error(
-                ErrorClass.SERVER_ERROR, "connection lost reading the response", after=True
-            ) from exc
+        raw = await self._read_body(response)
         try:
             chunks = message_chunks(raw)
         except msgspec.DecodeError as exc:
@@ -110,10 +101,7 @@ class AnthropicAdapter(HTTPAdapter):
                 if parser.failure is not None:
                     raise parser.failure
                 if parser.done:
-                    # Read the end of the body, so the connection goes back to the pool.
-                    with anyio.move_on_after(_DRAIN_TIMEOUT_S):
-                        while await response.content.readany():
-                            pass
+                    await drain(response)
                     return
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise self._error(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
-from ._errors import ErrorClass, ProviderError, looks_like_context_overflow
+from ._errors import ErrorClass, error_text, looks_like_context_overflow
 
-__all__ = ["ErrorFactory", "classify_anthropic_error", "error_fields", "error_fields_from"]
+__all__ = ["classify_anthropic_error", "error_fields", "error_fields_from"]
 
 # details.error_code values that mean "spent out" rather than "slow down" (§3.5): not transient.
 _SPEND_LIMIT_CODES = frozenset(
@@ -31,22 +31,6 @@ _BY_TYPE: dict[str, ErrorClass] = {
     "api_error": ErrorClass.SERVER_ERROR,
     "conflict_error": ErrorClass.SERVER_ERROR,
 }
-
-
-class ErrorFactory(Protocol):
-    """Builds a provider's :class:`ProviderError` (``HTTPAdapter._error``, which redacts)."""
-
-    def __call__(
-        self,
-        error_class: ErrorClass,
-        message: str,
-        *,
-        code: str | None = None,
-        after: bool = False,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-        quota: bool = False,
-    ) -> ProviderError: ...
 
 
 def classify_anthropic_error(
@@ -98,7 +82,7 @@ def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
     try:
         decoded = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        return body[:200].decode("utf-8", errors="replace").strip(), None, None
+        return error_text(body), None, None
     return error_fields_from(decoded)
 
 

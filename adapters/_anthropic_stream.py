@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import msgspec
 
-from ._anthropic_errors import ErrorFactory, classify_anthropic_error, error_fields_from
+from ._anthropic_errors import classify_anthropic_error, error_fields_from
 from ._chunks import Chunk, Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageReport
-from ._errors import ErrorClass, ProviderError
-from ._redact import redact
+from ._errors import ErrorClass, ErrorFactory, ProviderError, error_factory
 from ._sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["AnthropicStreamParser", "message_chunks"]
@@ -135,26 +134,8 @@ def message_chunks(body: bytes) -> list[Chunk]:
     return chunks
 
 
-def _default_error(
-    error_class: ErrorClass,
-    message: str,
-    *,
-    code: str | None = None,
-    after: bool = False,
-    status: int | None = None,
-    retry_after_s: float | None = None,
-    quota: bool = False,
-) -> ProviderError:
-    return ProviderError(
-        error_class,
-        redact(message, None),
-        provider="anthropic",
-        status=status,
-        provider_code=code,
-        retry_after_s=retry_after_s,
-        quota=quota,
-        after_response=after,
-    )
+# Without an adapter (replaying transcripts): errors named for Anthropic.
+_DEFAULT_ERROR = error_factory("anthropic")
 
 
 class AnthropicStreamParser:
@@ -168,7 +149,7 @@ class AnthropicStreamParser:
 
     __slots__ = ("_decoder", "_error", "_tools", "_usage", "done", "failure")
 
-    def __init__(self, error: ErrorFactory = _default_error) -> None:
+    def __init__(self, error: ErrorFactory = _DEFAULT_ERROR) -> None:
         self._decoder = SSEDecoder()
         self._error = error
         # Content block index -> the tool call's ordinal (text and thinking blocks have none).

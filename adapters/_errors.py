@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Protocol
 
-__all__ = ["ErrorClass", "ProviderError", "looks_like_context_overflow"]
+from ._redact import redact
+
+__all__ = [
+    "ErrorClass",
+    "ErrorFactory",
+    "ProviderError",
+    "error_factory",
+    "error_text",
+    "looks_like_context_overflow",
+]
 
 # The providers' wording for "the prompt does not fit" (reference §8), checked before status
 # codes because an overflow is a 400 that, unlike other 400s, a larger model can serve.
@@ -72,3 +82,53 @@ class ProviderError(Exception):
             f"ProviderError({self.error_class.value!r}, provider={self.provider!r}, "
             f"status={self.status!r}, code={self.provider_code!r})"
         )
+
+
+def error_text(body: bytes) -> str:
+    """The start of an error body that is not the provider's JSON (a proxy's HTML page, a
+    plain-text body): the best message there is."""
+    return body[:200].decode("utf-8", errors="replace").strip()
+
+
+class ErrorFactory(Protocol):
+    """Builds a provider's :class:`ProviderError` (an adapter's, which redacts its key)."""
+
+    def __call__(
+        self,
+        error_class: ErrorClass,
+        message: str,
+        *,
+        code: str | None = None,
+        after: bool = False,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        quota: bool = False,
+    ) -> ProviderError: ...
+
+
+def error_factory(provider: str, secret: str | None = None) -> ErrorFactory:
+    """The :class:`ErrorFactory` for ``provider``: messages cleared of ``secret`` and of
+    anything shaped like a key."""
+
+    def error(
+        error_class: ErrorClass,
+        message: str,
+        *,
+        code: str | None = None,
+        after: bool = False,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        quota: bool = False,
+    ) -> ProviderError:
+        return ProviderError(
+            error_class,
+            redact(message, secret),
+            provider=provider,
+            status=status,
+            provider_code=code,
+            retry_after_s=retry_after_s,
+            quota=quota,
+            after_response=after,
+        )
+
+    return error

@@ -15,7 +15,7 @@ import msgspec
 import yarl
 
 from ._chunks import Chunk
-from ._errors import ErrorClass, ProviderError
+from ._errors import ErrorClass, ProviderError, error_text
 from ._gemini_errors import classify_gemini_error, parse_gemini_error, retry_delay_s
 from ._gemini_request import GeminiTranslationError, gemini_request_body
 from ._gemini_response import GeminiResponseDecoder
@@ -95,12 +95,7 @@ class GeminiAdapter(HTTPAdapter):
         return UpstreamCall(self._url(request.model, request.stream), _encode(body))
 
     async def _whole(self, response: aiohttp.ClientResponse) -> AsyncGenerator[list[Chunk], None]:
-        try:
-            raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._error(
-                ErrorClass.SERVER_ERROR, "connection lost reading the response", after=True
-            ) from exc
+        raw = await self._read_body(response)
         decoder = GeminiResponseDecoder(self._error)
         try:
             chunks = decoder.feed(raw)
@@ -152,7 +147,7 @@ class GeminiAdapter(HTTPAdapter):
             error = parse_gemini_error(msgspec.json.decode(body))
         except msgspec.DecodeError:
             # A proxy's or Google's front end's HTML page: keep the start of it.
-            error = parse_gemini_error(body[:200].decode("utf-8", errors="replace").strip())
+            error = parse_gemini_error(error_text(body))
         message = error.message or f"HTTP {status}"
         error_class, quota = classify_gemini_error(status, error.status, message, error.details)
         # Gemini's hint is RetryInfo; headers only come from proxies; the message text

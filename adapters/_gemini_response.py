@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from ._chunks import Chunk, Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageReport
-from ._errors import ErrorClass, ProviderError
+from ._errors import ErrorClass, ErrorFactory, ProviderError, error_factory
 from ._gemini_errors import classify_gemini_error, parse_gemini_error
 
 __all__ = [
-    "ErrorFactory",
     "GeminiResponseDecoder",
     "decode_gemini_events",
     "gemini_finish_reason",
@@ -32,22 +31,6 @@ _FILTERED = frozenset(
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 # OpenAI rejects tool-call ids over 40 characters; "call_" + this + "_<n>" stays under it.
 _RESPONSE_ID_IN_CALL_ID = 24
-
-
-class ErrorFactory(Protocol):
-    """Builds the :class:`ProviderError` to raise (the adapter's, which redacts the key)."""
-
-    def __call__(
-        self,
-        error_class: ErrorClass,
-        message: str,
-        *,
-        code: str | None = None,
-        after: bool = False,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-        quota: bool = False,
-    ) -> ProviderError: ...
 
 
 class _FunctionCall(msgspec.Struct):
@@ -116,26 +99,8 @@ def _usage(wire: _UsageMetadata) -> Usage:
     )
 
 
-def _default_error(
-    error_class: ErrorClass,
-    message: str,
-    *,
-    code: str | None = None,
-    after: bool = False,
-    status: int | None = None,
-    retry_after_s: float | None = None,
-    quota: bool = False,
-) -> ProviderError:
-    return ProviderError(
-        error_class,
-        message,
-        provider="gemini",
-        status=status,
-        provider_code=code,
-        retry_after_s=retry_after_s,
-        quota=quota,
-        after_response=after,
-    )
+# Without an adapter (replaying transcripts): errors named for Gemini.
+_DEFAULT_ERROR = error_factory("gemini")
 
 
 class GeminiResponseDecoder:
@@ -148,7 +113,7 @@ class GeminiResponseDecoder:
     __slots__ = ("_called", "_error", "_finished", "_response_id", "_usage")
 
     def __init__(self, error: ErrorFactory | None = None) -> None:
-        self._error: ErrorFactory = error or _default_error
+        self._error: ErrorFactory = error or _DEFAULT_ERROR
         self._called = 0
         self._finished = False
         self._usage: _UsageMetadata | None = None

@@ -11,18 +11,19 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
+import anyio
 import yarl
 
 from ._base import ChunkStream
 from ._chunks import Chunk
-from ._errors import ErrorClass, ProviderError
-from ._redact import redact
+from ._errors import ErrorClass, ProviderError, error_factory
 from ._request import ChatRequest
 
-__all__ = ["HTTPAdapter", "UpstreamCall"]
+__all__ = ["HTTPAdapter", "UpstreamCall", "drain"]
 
 # Error bodies are small; a proxy's HTML page is not worth reading whole.
 MAX_ERROR_BODY = 64 * 1024
+_DRAIN_TIMEOUT_S = 1.0
 
 
 class UpstreamCall:
@@ -53,7 +54,8 @@ class HTTPAdapter:
     ) -> None:
         self._provider = provider
         self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        # Builds this provider's errors, their messages cleared of the key.
+        self._error = error_factory(provider, api_key)
         # Sent with every request; set once on the session rather than merged per request.
         self._headers = {"Content-Type": "application/json", **headers}
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
@@ -128,25 +130,21 @@ class HTTPAdapter:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _error(
-        self,
-        error_class: ErrorClass,
-        message: str,
-        *,
-        code: str | None = None,
-        after: bool = False,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-        quota: bool = False,
-    ) -> ProviderError:
-        """A :class:`ProviderError` for this provider, its message cleared of the key."""
-        return ProviderError(
-            error_class,
-            redact(message, self._api_key),
-            provider=self._provider,
-            status=status,
-            provider_code=code,
-            retry_after_s=retry_after_s,
-            quota=quota,
-            after_response=after,
-        )
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """A whole (non-streamed) response body."""
+        try:
+            return await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._error(
+                ErrorClass.SERVER_ERROR, "connection lost reading the response", after=True
+            ) from exc
+
+
+async def drain(response: aiohttp.ClientResponse) -> None:
+    """After a stream's end event: read the end of the body, so the connection goes back to
+    the pool."""
+    # Only the end of the chunked body is left; a server that holds the connection open
+    # longer loses it instead of stalling the request.
+    with anyio.move_on_after(_DRAIN_TIMEOUT_S):
+        while await response.content.readany():
+            pass

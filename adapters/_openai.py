@@ -6,22 +6,17 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
-import anyio
 import msgspec
 import yarl
 
 from ._chunks import Chunk, Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageReport
-from ._errors import ErrorClass, ProviderError, looks_like_context_overflow
-from ._http import HTTPAdapter, UpstreamCall
+from ._errors import ErrorClass, ProviderError, error_text, looks_like_context_overflow
+from ._http import HTTPAdapter, UpstreamCall, drain
 from ._request import ChatRequest, Message, TextPart
 from ._retry_after import parse_retry_after, parse_wait_in_message
 from ._sse import SSEDecoder
 
 __all__ = ["OpenAIAdapter", "classify_openai_error"]
-
-# After [DONE] only the end of the chunked body is left; a server that holds the connection
-# open longer loses it instead of stalling the request.
-_DRAIN_TIMEOUT_S = 1.0
 
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -176,12 +171,7 @@ class OpenAIAdapter(HTTPAdapter):
         return UpstreamCall(self._url, _encode(body))
 
     async def _whole(self, response: aiohttp.ClientResponse) -> AsyncGenerator[list[Chunk], None]:
-        try:
-            raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._error(
-                ErrorClass.SERVER_ERROR, "connection lost reading the response", after=True
-            ) from exc
+        raw = await self._read_body(response)
         try:
             completion = _decode_completion(raw)
         except msgspec.DecodeError as exc:
@@ -224,10 +214,7 @@ class OpenAIAdapter(HTTPAdapter):
                         if usage is not None:
                             batch.append(UsageReport(self._usage(usage)))
                         yield batch
-                        # Read the end of the body, so the connection goes back to the pool.
-                        with anyio.move_on_after(_DRAIN_TIMEOUT_S):
-                            while await response.content.readany():
-                                pass
+                        await drain(response)
                         return
                     try:
                         chunk = _decode_chunk(event.data)
@@ -320,8 +307,7 @@ class OpenAIAdapter(HTTPAdapter):
         try:
             decoded = msgspec.json.decode(body)
         except msgspec.DecodeError:
-            # A proxy's HTML page or a plain-text body: its start is the best message there is.
-            return body[:200].decode("utf-8", errors="replace").strip(), None, None
+            return error_text(body), None, None
         return self._error_fields(decoded)
 
     def _stream_error(self, data: str) -> ProviderError:

@@ -27,7 +27,7 @@ xAI fake (``serve_fake_xai``): the same machinery in xAI's dialect — UUID ids,
 outside ``completion_tokens``, flat ``{"code", "error"}`` error bodies, 400 for a bad key.
 """
 
-from ._anthropic import FakeAnthropicServer, create_anthropic_app, serve_fake_anthropic
+from ._anthropic import create_anthropic_app, serve_fake_anthropic
 from ._behaviour import (
     ContentFilterFault,
     DropFault,
@@ -44,12 +44,15 @@ from ._behaviour import (
     ToolUse,
 )
 from ._client import FakeControlError, FakeOpenAIControl
-from ._gemini import FakeGeminiServer, create_gemini_app, serve_fake_gemini
-from ._openai import create_openai_app
+from ._gemini import create_gemini_app, serve_fake_gemini
+from ._openai import create_openai_app, serve_fake_openai
 from ._prompt import count_prompt_tokens
-from ._server import FakeOpenAIServer, serve_fake_openai
+from ._server import FakeServer
 from ._state import FakeStats, LoggedRequest, ModelStats
-from ._xai import FakeXAIServer, create_xai_app, serve_fake_xai
+from ._xai import create_xai_app, serve_fake_xai
+
+# Every fake runs as the same FakeServer; the per-provider names stay for existing callers.
+FakeOpenAIServer = FakeAnthropicServer = FakeGeminiServer = FakeXAIServer = FakeServer
 
 __all__ = [
     "ContentFilterFault",
@@ -61,6 +64,7 @@ __all__ = [
     "FakeOpenAIControl",
     "FakeOpenAIServer",
     "FakeOpenAISettings",
+    "FakeServer",
     "FakeStats",
     "FakeXAIServer",
     "Fault",

@@ -27,16 +27,24 @@ from ._anthropic_stream import write_stream
 from ._anthropic_wire import Answer, EventEncoder, message_body
 from ._behaviour import (
     ContentFilterFault,
-    DropFault,
     Fault,
-    HangBeforeFirstTokenFault,
     HangBeforeHeadersFault,
-    ModelBehaviour,
     StatusFault,
 )
-from ._http import IDS_KEY, STATE_KEY, bearer_key, hang, json_response
+from ._http import (
+    IDS_KEY,
+    STATE_KEY,
+    bearer_key,
+    hang,
+    json_response,
+    loggable_body,
+    model_named_in,
+    retry_headers,
+    send_whole,
+    wait_for_generation,
+)
 from ._prompt import answer_seed
-from ._state import UNKNOWN_MODEL, LoggedRequest
+from ._state import LoggedRequest
 
 __all__ = ["count_tokens", "messages"]
 
@@ -44,10 +52,6 @@ __all__ = ["count_tokens", "messages"]
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
 _ORGANIZATION = "6c3f2a8e-0d1b-4c5e-9f7a-7011a7e0fa4e"
 _DEFAULT_WINDOW = 200_000
-
-
-class _ModelOnly(msgspec.Struct):
-    model: str = UNKNOWN_MODEL
 
 
 def _error(error: AnthropicError, request_id: str, headers: dict[str, str]) -> web.Response:
@@ -89,23 +93,8 @@ def _read(body: bytes) -> tuple[MessagesRequest | Invalid, str]:
     try:
         req = parse_request(body)
     except Invalid as exc:
-        try:
-            model = msgspec.json.decode(body, type=_ModelOnly).model
-        except msgspec.MsgspecError:
-            model = UNKNOWN_MODEL
-        return exc, model
+        return exc, model_named_in(body)
     return req, req.model
-
-
-def _logged_body(req: MessagesRequest | Invalid, body: bytes) -> bytes:
-    if isinstance(req, MessagesRequest):
-        return body
-    # Only valid JSON may be embedded as Raw; checked on the (rare) invalid path only.
-    try:
-        msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return b"null"
-    return body
 
 
 def _headers(request_id: str, extra: dict[str, str]) -> dict[str, str]:
@@ -121,16 +110,6 @@ def _outcome(fault: Fault | None) -> str:
         status = fault.status or fault_error(fault, model="", prompt=0, window=0).status
         return f"http_{status}"
     return str(fault.__struct_config__.tag)
-
-
-def _status_headers(fault: StatusFault, headers: dict[str, str]) -> None:
-    if fault.retry_after_s is not None:
-        headers["retry-after"] = f"{fault.retry_after_s:g}"
-    if fault.retry_after_ms is not None:
-        headers["retry-after-ms"] = str(fault.retry_after_ms)
-    if fault.should_retry is not None:
-        headers["x-should-retry"] = "true" if fault.should_retry else "false"
-    headers.update(fault.headers)
 
 
 def _apply_stop(plan: AnswerPlan, stops: list[str] | None) -> str | None:
@@ -181,14 +160,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     entry: LoggedRequest | None = None
     if settings.request_log_size:
         headers_seen = {k: _loggable(k, v) for k, v in request.headers.items()}
-        raw = msgspec.Raw(_logged_body(req, body))
+        # Validity is checked on the (rare) invalid path only.
+        raw = msgspec.Raw(body if isinstance(req, MessagesRequest) else loggable_body(body))
         entry = LoggedRequest(seq, request_id, model, stream, "pending", headers_seen, raw)
-        state.log.append(entry)
-
-    def settle(outcome: str) -> None:
-        state.count(model, outcome)
-        if entry is not None:
-            entry.outcome = outcome
+    settle = state.track(model, entry)
 
     behaviour = state.behaviour(model)
     headers = _headers(request_id, behaviour.headers)
@@ -240,7 +215,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if behaviour.header_delay_s:
         await asyncio.sleep(behaviour.header_delay_s)
     if isinstance(fault, StatusFault):
-        _status_headers(fault, headers)
+        retry_headers(fault, headers)
+        headers.update(fault.headers)
         error = fault_error(
             fault, model=model, prompt=split.total, window=window or _DEFAULT_WINDOW
         )
@@ -260,34 +236,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         await write_stream(request, resp, state, answer, enc, behaviour, fault, request_id)
         return resp
     body = message_body(message_id, model, answer)
-    return await _whole(request, body, behaviour, fault, len(plan.pieces), headers)
-
-
-async def _whole(
-    request: web.Request,
-    body: bytes,
-    behaviour: ModelBehaviour,
-    fault: Fault | None,
-    pieces: int,
-    headers: dict[str, str],
-) -> web.StreamResponse:
-    """A non-streaming answer, sent once the generation it stands for would be done."""
-    delay = behaviour.ttft_s + behaviour.chunk_delay_s * max(pieces - 1, 0)
-    if delay and not isinstance(fault, HangBeforeFirstTokenFault):
-        await asyncio.sleep(delay)
-    if isinstance(fault, DropFault | HangBeforeFirstTokenFault):
-        resp = web.StreamResponse(headers=headers)
-        resp.content_type = "application/json"
-        resp.content_length = len(body)
-        await resp.prepare(request)
-        if isinstance(fault, HangBeforeFirstTokenFault):
-            await hang(request, request.app[STATE_KEY])
-        else:
-            await resp.write(body[: len(body) // 2])
-        if request.transport is not None:
-            request.transport.close()
-        return resp
-    return json_response(body, headers=headers)
+    # Sent once the generation it stands for would be done.
+    await wait_for_generation(behaviour, fault, len(plan.pieces))
+    return await send_whole(request, body, {**headers, "Content-Type": "application/json"}, fault)
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -10,35 +10,32 @@ clients skip events without one); ``NoDoneFault`` a stream without ``message_sto
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
 from aiohttp import web
 
 from ._anthropic_errors import error_event, preset_error
 from ._anthropic_wire import PING, Answer, EventEncoder
-from ._behaviour import (
-    DropFault,
-    Fault,
-    HangBeforeFirstTokenFault,
-    MalformedSSEFault,
-    MidStreamErrorFault,
-    ModelBehaviour,
-    NoDoneFault,
-)
-from ._http import hang
+from ._behaviour import Fault, MalformedSSEFault, MidStreamErrorFault, ModelBehaviour, NoDoneFault
 from ._state import FakeState
+from ._stream import open_stream, write_chunks
 
 __all__ = ["write_stream"]
 
-_InStreamFault = DropFault | MidStreamErrorFault | MalformedSSEFault
 
-
-def _close(request: web.BaseRequest) -> None:
-    # close() (not abort()) so the events already written reach the client before the FIN.
-    transport = request.transport
-    if transport is not None:
-        transport.close()
+def _fault_chunk(fault: MidStreamErrorFault | MalformedSSEFault, request_id: str) -> bytes:
+    if isinstance(fault, MalformedSSEFault):
+        line = (
+            fault.line
+            if fault.line.startswith("event:")
+            else ("event: content_block_delta\n" + fault.line)
+        )
+        return line.encode() + b"\n\n"
+    error = preset_error(fault.error)
+    if fault.message is not None:
+        error = replace(error, message=fault.message)
+    # Then a clean end of the body, without message_stop, as the API does.
+    return error_event(error, request_id)
 
 
 async def write_stream(
@@ -52,15 +49,9 @@ async def write_stream(
     request_id: str,
 ) -> None:
     """Send the headers and the stream for ``answer``, applying ``fault`` where it belongs."""
-    await resp.prepare(request)
-    if isinstance(fault, HangBeforeFirstTokenFault):
-        await hang(request, state)
+    if not await open_stream(request, resp, state, behaviour, fault):
         return
-    if behaviour.ttft_s:
-        await asyncio.sleep(behaviour.ttft_s)
 
-    in_stream = fault if isinstance(fault, _InStreamFault) else None
-    fault_at = in_stream.after_chunks if in_stream is not None else -1
     buf: list[bytes] = [enc.message_start()]
     index = 0
     if answer.thinking is not None:
@@ -84,20 +75,16 @@ async def write_stream(
     elif index == 0:
         buf.append(PING)
 
-    for i, piece in enumerate(pieces):
-        if i == fault_at and in_stream is not None:
-            if await _inject(request, resp, buf, in_stream, request_id):
-                return
-        elif i and behaviour.chunk_delay_s:
-            await resp.write(b"".join(buf))
-            buf.clear()
-            await asyncio.sleep(behaviour.chunk_delay_s)
-        buf.append(enc.json_delta(index, piece) if tool else enc.text_delta(index, piece))
-
-    if (
-        fault_at >= len(pieces)
-        and in_stream is not None
-        and await _inject(request, resp, buf, in_stream, request_id)
+    chunks = (enc.json_delta(index, p) if tool else enc.text_delta(index, p) for p in pieces)
+    if await write_chunks(
+        request,
+        resp,
+        buf,
+        chunks,
+        len(pieces),
+        behaviour,
+        fault,
+        lambda fault: _fault_chunk(fault, request_id),
     ):
         return
     if tool or pieces:
@@ -106,33 +93,3 @@ async def write_stream(
     if not isinstance(fault, NoDoneFault):
         buf.append(enc.message_stop())
     await resp.write(b"".join(buf))
-
-
-async def _inject(
-    request: web.Request,
-    resp: web.StreamResponse,
-    buf: list[bytes],
-    fault: _InStreamFault,
-    request_id: str,
-) -> bool:
-    """Apply an in-stream fault at its position; True when it ends the stream."""
-    if isinstance(fault, MalformedSSEFault):
-        line = (
-            fault.line
-            if fault.line.startswith("event:")
-            else ("event: content_block_delta\n" + fault.line)
-        )
-        buf.append(line.encode() + b"\n\n")
-        return False
-    if isinstance(fault, MidStreamErrorFault):
-        error = preset_error(fault.error)
-        if fault.message is not None:
-            error = replace(error, message=fault.message)
-        buf.append(error_event(error, request_id))
-        # Then a clean end of the body, without message_stop, as the API does.
-        await resp.write(b"".join(buf))
-        return True
-    if buf:
-        await resp.write(b"".join(buf))
-    _close(request)
-    return True

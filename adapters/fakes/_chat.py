@@ -9,14 +9,11 @@ from dataclasses import replace
 import msgspec
 from aiohttp import web
 
-from ._answer import AnswerPlan, UnknownToolChoice, plan_answer
+from ._answer import UnknownToolChoice, plan_answer
 from ._behaviour import (
     ContentFilterFault,
-    DropFault,
     Fault,
-    HangBeforeFirstTokenFault,
     HangBeforeHeadersFault,
-    ModelBehaviour,
     StatusFault,
 )
 from ._errors import ErrorContext, Preset, go_duration, preset_for_status
@@ -28,11 +25,15 @@ from ._http import (
     base_headers,
     bearer_key,
     hang,
-    json_response,
+    loggable_body,
+    model_named_in,
+    retry_headers,
+    send_whole,
     stamp_processing_time,
+    wait_for_generation,
 )
 from ._prompt import ChatRequest
-from ._state import UNKNOWN_MODEL, LoggedRequest
+from ._state import LoggedRequest
 from ._stream import write_stream
 
 __all__ = ["chat_completions"]
@@ -45,10 +46,6 @@ _BAD_JSON = (
     "sent was not valid JSON. If you have trouble figuring out how to fix this, visit "
     "https://platform.openai.com/docs/guides/error-codes/api-errors.)"
 )
-
-
-class _ModelOnly(msgspec.Struct):
-    model: str = UNKNOWN_MODEL
 
 
 class _Invalid(Exception):
@@ -112,12 +109,7 @@ def _status_response(
     dialect: Dialect, fault: StatusFault, ctx: ErrorContext, headers: dict[str, str]
 ) -> web.Response:
     preset_name = fault.error or preset_for_status(fault.status or 500)
-    if fault.retry_after_s is not None:
-        headers["retry-after"] = f"{fault.retry_after_s:g}"
-    if fault.retry_after_ms is not None:
-        headers["retry-after-ms"] = str(fault.retry_after_ms)
-    if fault.should_retry is not None:
-        headers["x-should-retry"] = "true" if fault.should_retry else "false"
+    retry_headers(fault, headers)
     if preset_name == "rate_limit_exceeded":
         headers["x-ratelimit-limit-requests"] = "500"
         headers["x-ratelimit-remaining-requests"] = "0"
@@ -151,11 +143,7 @@ def _read(body: bytes) -> tuple[ChatRequest | _Invalid, str]:
     try:
         req = _parse(body)
     except _Invalid as exc:
-        try:
-            model = msgspec.json.decode(body, type=_ModelOnly).model
-        except msgspec.MsgspecError:
-            model = UNKNOWN_MODEL
-        return exc, model
+        return exc, model_named_in(body)
     return req, req.model
 
 
@@ -164,15 +152,6 @@ def _log(
 ) -> LoggedRequest:
     headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
     return LoggedRequest(seq, request_id, model, stream, "pending", headers, msgspec.Raw(body))
-
-
-def _invalid_body_for_log(body: bytes) -> bytes:
-    # Only valid JSON may be embedded as Raw; checked on the (rare) invalid path only.
-    try:
-        msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return b"null"
-    return body
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -188,14 +167,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     entry: LoggedRequest | None = None
     if settings.request_log_size:
-        logged = body if isinstance(req, ChatRequest) else _invalid_body_for_log(body)
+        # Validity is checked on the (rare) invalid path only.
+        logged = body if isinstance(req, ChatRequest) else loggable_body(body)
         entry = _log(request, seq, request_id, model, stream, logged)
-        state.log.append(entry)
-
-    def settle(outcome: str) -> None:
-        state.count(model, outcome)
-        if entry is not None:
-            entry.outcome = outcome
+    settle = state.track(model, entry)
 
     behaviour = state.behaviour(model)
     headers = base_headers(request_id, started, behaviour.headers)
@@ -266,33 +241,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         return resp
     body = dialect.completion_body(completion_id, created, model, plan)
-    return await _whole(request, plan, behaviour, fault, body, headers, started)
-
-
-async def _whole(
-    request: web.Request,
-    plan: AnswerPlan,
-    behaviour: ModelBehaviour,
-    fault: Fault | None,
-    body: bytes,
-    headers: dict[str, str],
-    started: float,
-) -> web.StreamResponse:
-    """A non-streaming answer (``body``), sent once the generation it stands for would be done."""
-    delay = behaviour.ttft_s + behaviour.chunk_delay_s * max(len(plan.pieces) - 1, 0)
-    if delay and not isinstance(fault, HangBeforeFirstTokenFault):
-        await asyncio.sleep(delay)
+    # Sent once the generation it stands for would be done.
+    if await wait_for_generation(behaviour, fault, len(plan.pieces)):
         stamp_processing_time(headers, started)
-    if isinstance(fault, DropFault | HangBeforeFirstTokenFault):
-        resp = web.StreamResponse(headers=headers)
-        resp.content_type = "application/json"
-        resp.content_length = len(body)
-        await resp.prepare(request)
-        if isinstance(fault, HangBeforeFirstTokenFault):
-            await hang(request, request.app[STATE_KEY])
-        else:
-            await resp.write(body[: len(body) // 2])
-        if request.transport is not None:
-            request.transport.close()
-        return resp
-    return json_response(body, headers=headers)
+    return await send_whole(request, body, {**headers, "Content-Type": "application/json"}, fault)

@@ -22,24 +22,15 @@ onto it). Only the wire encoding is Gemini's. How the shared vocabulary reads in
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
 
 from ._behaviour import FakeOpenAISettings
-from ._client import FakeOpenAIControl
-from ._control import add_control_routes
 from ._gemini_generate import generate_content
-from ._http import IDS_KEY, STATE_KEY, Ids
-from ._state import FakeState
+from ._server import FakeServer, new_fake_app, serve_app
 
-__all__ = ["FakeGeminiServer", "create_gemini_app", "serve_fake_gemini"]
-
-
-async def _release_hangs(app: web.Application) -> None:
-    app[STATE_KEY].stopping.set()
+__all__ = ["create_gemini_app", "serve_fake_gemini"]
 
 
 def create_gemini_app(settings: FakeOpenAISettings | None = None) -> web.Application:
@@ -50,55 +41,26 @@ def create_gemini_app(settings: FakeOpenAISettings | None = None) -> web.Applica
     under ``/_fake/``. ``settings.api_key``, when set, must come as ``x-goog-api-key`` or
     ``?key=``; ``settings.models``, when set, are the only models that exist.
     """
-    settings = settings or FakeOpenAISettings()
-    app = web.Application(client_max_size=settings.max_request_bytes)
-    app[STATE_KEY] = FakeState(settings)
-    app[IDS_KEY] = Ids()
+    app = new_fake_app(settings or FakeOpenAISettings())
     # The model may contain '/', so the target is everything after models/ (up to the method).
     app.router.add_post("/{version:v1|v1beta}/models/{target:.+}", generate_content)
-    add_control_routes(app)
-    app.on_shutdown.append(_release_hangs)
     return app
 
 
-@dataclass(frozen=True, slots=True)
-class FakeGeminiServer:
-    """A running fake: ``url`` is its root, ``control`` scripts it over HTTP."""
-
-    url: str
-    port: int
-    app: web.Application
-    control: FakeOpenAIControl
-
-    @property
-    def base_url(self) -> str:
-        """What ``GeminiAdapter`` and google-genai's ``HttpOptions.base_url`` take: the root;
-        the API version goes in the path."""
-        return self.url
-
-
-@contextlib.asynccontextmanager
-async def serve_fake_gemini(
+def serve_fake_gemini(
     settings: FakeOpenAISettings | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
     shutdown_timeout: float = 1.0,
-) -> AsyncIterator[FakeGeminiServer]:
-    """Serve a fresh fake on ``host:port`` (0: a free port) for the duration of the block."""
-    app = create_gemini_app(settings)
-    runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout
+) -> AbstractAsyncContextManager[FakeServer]:
+    """Serve a fresh fake on ``host:port`` (0: a free port) for the duration of the block;
+    ``base_url`` is what ``GeminiAdapter`` and google-genai's ``HttpOptions.base_url`` take:
+    the root, the API version goes in the path."""
+    return serve_app(
+        create_gemini_app(settings),
+        api_path="",
+        host=host,
+        port=port,
+        shutdown_timeout=shutdown_timeout,
     )
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        bound_port = int(runner.addresses[0][1])
-        url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
-        control = FakeOpenAIControl(url)
-        try:
-            yield FakeGeminiServer(url, bound_port, app, control)
-        finally:
-            await control.aclose()
-    finally:
-        await runner.cleanup()

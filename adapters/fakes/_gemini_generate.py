@@ -18,9 +18,7 @@ from aiohttp import web
 from ._answer import AnswerPlan, UnknownToolChoice, plan_answer
 from ._behaviour import (
     ContentFilterFault,
-    DropFault,
     Fault,
-    HangBeforeFirstTokenFault,
     HangBeforeHeadersFault,
     ModelBehaviour,
     StatusFault,
@@ -35,7 +33,7 @@ from ._gemini_errors import (
 from ._gemini_request import GeminiInvalid, GeminiRequest, as_chat_request, parse_gemini_request
 from ._gemini_stream import write_gemini_stream
 from ._gemini_wire import GeminiEncoder, Step, answer_steps, thought_signature
-from ._http import IDS_KEY, STATE_KEY, hang
+from ._http import IDS_KEY, STATE_KEY, hang, loggable_body, send_whole, wait_for_generation
 from ._state import LoggedRequest
 
 __all__ = ["generate_content"]
@@ -120,15 +118,6 @@ def _thinking(behaviour: ModelBehaviour, req: GeminiRequest) -> tuple[ModelBehav
     return behaviour, bool(config.include_thoughts) and behaviour.reasoning_tokens > 0
 
 
-def _log_body(body: bytes) -> bytes:
-    # Only valid JSON may be embedded as Raw.
-    try:
-        msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return b"null"
-    return body
-
-
 async def generate_content(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     settings = state.settings
@@ -145,14 +134,9 @@ async def generate_content(request: web.Request) -> web.StreamResponse:
         headers_seen = {
             k: v for k, v in request.headers.items() if k.lower() not in _SECRET_HEADERS
         }
-        raw = msgspec.Raw(_log_body(body))
+        raw = msgspec.Raw(loggable_body(body))
         entry = LoggedRequest(seq, request_id, model, stream, "pending", headers_seen, raw)
-        state.log.append(entry)
-
-    def settle(outcome: str) -> None:
-        state.count(model, outcome)
-        if entry is not None:
-            entry.outcome = outcome
+    settle = state.track(model, entry)
 
     behaviour = state.behaviour(model)
     headers = {"Vary": "Origin, X-Origin, Referer", **behaviour.headers}
@@ -255,9 +239,7 @@ async def _whole(
 ) -> web.StreamResponse:
     """A non-streamed answer (or the stream endpoint's JSON array without ``alt=sse``), sent
     once the generation it stands for would be done."""
-    delay = behaviour.ttft_s + behaviour.chunk_delay_s * max(len(plan.pieces) - 1, 0)
-    if delay and not isinstance(fault, HangBeforeFirstTokenFault):
-        await asyncio.sleep(delay)
+    await wait_for_generation(behaviour, fault, len(plan.pieces))
     if stream:
         chunks = [encoder.thought_chunk()] if thoughts else []
         generated = 0
@@ -267,15 +249,4 @@ async def _whole(
         body = b"[" + b",\r\n".join(chunks) + b"]"
     else:
         body = encoder.whole(steps, thoughts)
-    if isinstance(fault, DropFault | HangBeforeFirstTokenFault):
-        resp = web.StreamResponse(headers={**headers, "Content-Type": _JSON})
-        resp.content_length = len(body)
-        await resp.prepare(request)
-        if isinstance(fault, HangBeforeFirstTokenFault):
-            await hang(request, request.app[STATE_KEY])
-        else:
-            await resp.write(body[: len(body) // 2])
-        if request.transport is not None:
-            request.transport.close()
-        return resp
-    return web.Response(body=body, headers={**headers, "Content-Type": _JSON})
+    return await send_whole(request, body, {**headers, "Content-Type": _JSON}, fault)

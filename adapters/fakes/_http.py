@@ -9,10 +9,18 @@ import hmac
 import secrets
 import time
 
+import msgspec
 from aiohttp import web
 
 from ._answer import AnswerPlan
-from ._behaviour import ErrorPreset, StatusFault
+from ._behaviour import (
+    DropFault,
+    ErrorPreset,
+    Fault,
+    HangBeforeFirstTokenFault,
+    ModelBehaviour,
+    StatusFault,
+)
 from ._errors import (
     PRESETS,
     ErrorContext,
@@ -21,7 +29,7 @@ from ._errors import (
     preset_for_status,
     redact_key,
 )
-from ._state import FakeState
+from ._state import UNKNOWN_MODEL, FakeState
 from ._wire import ChunkEncoder, completion_body
 
 __all__ = [
@@ -37,7 +45,12 @@ __all__ = [
     "error_response",
     "hang",
     "json_response",
+    "loggable_body",
+    "model_named_in",
+    "retry_headers",
+    "send_whole",
     "stamp_processing_time",
+    "wait_for_generation",
 ]
 
 
@@ -229,3 +242,63 @@ async def hang(request: web.BaseRequest, state: FakeState) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.stopping.wait(), 0.25)
     return True
+
+
+class _ModelOnly(msgspec.Struct):
+    model: str = UNKNOWN_MODEL
+
+
+def model_named_in(body: bytes) -> str:
+    """The model an invalid request body names, for the counters (``<unknown>`` if none)."""
+    try:
+        return msgspec.json.decode(body, type=_ModelOnly).model
+    except msgspec.MsgspecError:
+        return UNKNOWN_MODEL
+
+
+def loggable_body(body: bytes) -> bytes:
+    """``body`` if it is valid JSON, else JSON null: only valid JSON may be embedded as Raw."""
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return b"null"
+    return body
+
+
+def retry_headers(fault: StatusFault, headers: dict[str, str]) -> None:
+    """Add the retry hints a :class:`StatusFault` scripts, as OpenAI and Anthropic send them."""
+    if fault.retry_after_s is not None:
+        headers["retry-after"] = f"{fault.retry_after_s:g}"
+    if fault.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(fault.retry_after_ms)
+    if fault.should_retry is not None:
+        headers["x-should-retry"] = "true" if fault.should_retry else "false"
+
+
+async def wait_for_generation(behaviour: ModelBehaviour, fault: Fault | None, pieces: int) -> bool:
+    """Before a non-streamed answer: wait as long as generating its ``pieces`` would take
+    (unless the fault hangs instead); True when it waited."""
+    delay = behaviour.ttft_s + behaviour.chunk_delay_s * max(pieces - 1, 0)
+    if delay and not isinstance(fault, HangBeforeFirstTokenFault):
+        await asyncio.sleep(delay)
+        return True
+    return False
+
+
+async def send_whole(
+    request: web.Request, body: bytes, headers: dict[str, str], fault: Fault | None
+) -> web.StreamResponse:
+    """A non-streamed answer (``headers`` carry its Content-Type). A drop fault sends half the
+    body and closes the connection; a hang sends the headers, then hangs."""
+    if not isinstance(fault, DropFault | HangBeforeFirstTokenFault):
+        return web.Response(body=body, headers=headers)
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    if isinstance(fault, HangBeforeFirstTokenFault):
+        await hang(request, request.app[STATE_KEY])
+    else:
+        await resp.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return resp

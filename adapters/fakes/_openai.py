@@ -1,4 +1,4 @@
-"""The fake OpenAI application: Chat Completions, the model list and the control API.
+"""The fake OpenAI server: Chat Completions, the model list and the control API.
 
 :func:`create_app` builds it for any :class:`~._http.Dialect`; the xAI fake is this application
 with xAI's dialect.
@@ -7,26 +7,18 @@ with xAI's dialect.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractAsyncContextManager
 
 import msgspec
 from aiohttp import web
 
 from ._behaviour import FakeOpenAISettings
 from ._chat import chat_completions
-from ._control import add_control_routes
 from ._errors import ErrorContext
-from ._http import (
-    DIALECT_KEY,
-    IDS_KEY,
-    STATE_KEY,
-    Dialect,
-    Ids,
-    base_headers,
-    json_response,
-)
-from ._state import FakeState
+from ._http import DIALECT_KEY, IDS_KEY, STATE_KEY, Dialect, base_headers, json_response
+from ._server import FakeServer, new_fake_app, serve_app
 
-__all__ = ["create_app", "create_openai_app"]
+__all__ = ["create_app", "create_openai_app", "serve_fake_openai"]
 
 _json = msgspec.json.Encoder()
 _MODEL_CREATED = 1_700_000_000
@@ -67,10 +59,6 @@ async def _get_model(request: web.Request) -> web.Response:
     return json_response(_json.encode(_Model(model)), headers=headers)
 
 
-async def _release_hangs(app: web.Application) -> None:
-    app[STATE_KEY].stopping.set()
-
-
 def create_openai_app(settings: FakeOpenAISettings | None = None) -> web.Application:
     """A fresh fake OpenAI server application (its own state) for any aiohttp runner.
 
@@ -82,14 +70,27 @@ def create_openai_app(settings: FakeOpenAISettings | None = None) -> web.Applica
 
 def create_app(settings: FakeOpenAISettings, dialect: Dialect) -> web.Application:
     """The Chat Completions fake speaking ``dialect``, with its own state."""
-    # Bodies over the limit get aiohttp's own 413 (what a fronting proxy sends), uncounted.
-    app = web.Application(client_max_size=settings.max_request_bytes)
-    app[STATE_KEY] = FakeState(settings)
-    app[IDS_KEY] = Ids()
+    app = new_fake_app(settings)
     app[DIALECT_KEY] = dialect
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_get("/v1/models/{model:.+}", _get_model)
-    add_control_routes(app)
-    app.on_shutdown.append(_release_hangs)
     return app
+
+
+def serve_fake_openai(
+    settings: FakeOpenAISettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    shutdown_timeout: float = 1.0,
+) -> AbstractAsyncContextManager[FakeServer]:
+    """Serve a fresh fake on ``host:port`` (0: a free port) for the duration of the block;
+    ``base_url`` (the root + ``/v1``) is what an OpenAI client takes."""
+    return serve_app(
+        create_openai_app(settings),
+        api_path="/v1",
+        host=host,
+        port=port,
+        shutdown_timeout=shutdown_timeout,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
+from collections.abc import Callable
 
 import msgspec
 
@@ -160,6 +161,19 @@ class FakeState:
         seen = set(self._custom) | set(self.stats.models)
         seen.discard(UNKNOWN_MODEL)
         return sorted(seen)
+
+    def track(self, model: str, entry: LoggedRequest | None) -> Callable[[str], None]:
+        """Log ``entry`` (None: the log is off) and return the request's ``settle(outcome)``,
+        which counts the outcome and records it in the entry."""
+        if entry is not None:
+            self.log.append(entry)
+
+        def settle(outcome: str) -> None:
+            self.count(model, outcome)
+            if entry is not None:
+                entry.outcome = outcome
+
+        return settle
 
     def count(self, model: str, outcome: str) -> None:
         self.stats.requests += 1

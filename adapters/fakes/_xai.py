@@ -19,10 +19,9 @@ Drop, malformed-SSE, no-[DONE], hang and content-filter faults behave as for Ope
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import uuid
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
 
@@ -31,7 +30,7 @@ from ._behaviour import ErrorPreset, FakeOpenAISettings, StatusFault
 from ._errors import ErrorContext, Preset
 from ._http import Dialect, Ids, bearer_key
 from ._openai import create_app
-from ._server import FakeOpenAIServer, serve_app
+from ._server import FakeServer, serve_app
 from ._wire import ChunkEncoder
 from ._xai_errors import (
     XAI_PRESETS,
@@ -41,10 +40,7 @@ from ._xai_errors import (
 )
 from ._xai_wire import XAIChunkEncoder, xai_completion_body
 
-__all__ = ["FakeXAIServer", "XAIDialect", "create_xai_app", "serve_fake_xai"]
-
-# The running xAI fake is the same object as the OpenAI one: url, base_url, port, control.
-FakeXAIServer = FakeOpenAIServer
+__all__ = ["XAIDialect", "create_xai_app", "serve_fake_xai"]
 
 
 class XAIDialect(Dialect):
@@ -101,17 +97,19 @@ def create_xai_app(settings: FakeOpenAISettings | None = None) -> web.Applicatio
     return create_app(settings or FakeOpenAISettings(), XAIDialect())
 
 
-@contextlib.asynccontextmanager
-async def serve_fake_xai(
+def serve_fake_xai(
     settings: FakeOpenAISettings | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
     shutdown_timeout: float = 1.0,
-) -> AsyncIterator[FakeXAIServer]:
+) -> AbstractAsyncContextManager[FakeServer]:
     """Serve a fresh fake xAI on ``host:port`` (0: a free port) for the duration of the block;
     ``base_url`` is what an OpenAI client (or :class:`~adapters.XAIAdapter`) takes."""
-    async with serve_app(
-        create_xai_app(settings), host=host, port=port, shutdown_timeout=shutdown_timeout
-    ) as server:
-        yield server
+    return serve_app(
+        create_xai_app(settings),
+        api_path="/v1",
+        host=host,
+        port=port,
+        shutdown_timeout=shutdown_timeout,
+    )

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from adapter_helpers import collect, failure, finishes, text_of
 
 from adapters import (
     AudioPart,
@@ -33,14 +34,15 @@ from adapters._anthropic import AnthropicAdapter
 from adapters.fakes import (
     DropFault,
     FakeOpenAISettings,
+    FakeServer,
     MalformedSSEFault,
     MidStreamErrorFault,
     ModelBehaviour,
     NoDoneFault,
     StatusFault,
+    serve_fake_anthropic,
     serve_fake_openai,
 )
-from adapters.fakes._anthropic import FakeAnthropicServer, serve_fake_anthropic
 
 KEY = "sk-ant-api03-0123456789abcdefSECRET"
 MODEL = "claude-test"
@@ -62,13 +64,13 @@ TOOLS: list[dict[str, Any]] = [
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropicServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_anthropic(FakeOpenAISettings(api_key=KEY)) as server:
         yield server
 
 
 @pytest.fixture
-async def adapter(fake: FakeAnthropicServer) -> AsyncIterator[AnthropicAdapter]:
+async def adapter(fake: FakeServer) -> AsyncIterator[AnthropicAdapter]:
     adapter = AnthropicAdapter("anthropic", base_url=fake.base_url, api_key=KEY)
     yield adapter
     await adapter.aclose()
@@ -89,30 +91,11 @@ def request(
     )
 
 
-async def collect(adapter: AnthropicAdapter | OpenAIAdapter, req: ChatRequest) -> list[Chunk]:
-    async with await adapter.send(req) as stream:
-        return [chunk async for chunk in stream]
-
-
-async def failure(adapter: AnthropicAdapter, req: ChatRequest) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        await collect(adapter, req)
-    return info.value
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks if isinstance(c, TextDelta))
-
-
-def finishes(chunks: list[Chunk]) -> list[Finish]:
-    return [c for c in chunks if isinstance(c, Finish)]
-
-
-def usages(chunks: list[Chunk]) -> list[UsageReport]:
+def usage_reports(chunks: list[Chunk]) -> list[UsageReport]:
     return [c for c in chunks if isinstance(c, UsageReport)]
 
 
-async def last_body(fake: FakeAnthropicServer) -> dict[str, Any]:
+async def last_body(fake: FakeServer) -> dict[str, Any]:
     body = (await fake.control.requests(MODEL))[-1].body_json()
     assert isinstance(body, dict)
     return body
@@ -152,7 +135,7 @@ CACHED = [
 )  # fmt: skip
 async def test_answers_normalize(
     adapter: AnthropicAdapter,
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
     stream: bool,
     behaviour: dict[str, Any],
     req_kw: dict[str, Any],
@@ -163,7 +146,7 @@ async def test_answers_normalize(
     chunks = await collect(adapter, request(stream, **req_kw))
     assert len(text_of(chunks).split()) == words
     assert finishes(chunks) == [finish]
-    [report] = usages(chunks)
+    [report] = usage_reports(chunks)
     assert chunks[-1] == report  # usage comes last, after the finish
     usage = report.usage
     reasoning = behaviour.get("reasoning_tokens", 0)
@@ -181,7 +164,7 @@ async def test_answers_normalize(
         assert sum(isinstance(c, TextDelta) for c in chunks) == words
 
 
-async def count_tokens(fake: FakeAnthropicServer, body: dict[str, Any]) -> int:
+async def count_tokens(fake: FakeServer, body: dict[str, Any]) -> int:
     headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
     async with (
         aiohttp.ClientSession() as http,
@@ -218,19 +201,17 @@ async def test_tool_call_comes_as_deltas_that_assemble(
     ],
 )
 async def test_streamed_and_whole_answers_agree(
-    adapter: AnthropicAdapter, fake: FakeAnthropicServer, params: dict[str, Any]
+    adapter: AnthropicAdapter, fake: FakeServer, params: dict[str, Any]
 ) -> None:
     await fake.control.set_model(MODEL, {"reasoning_tokens": 3, "cached_prompt_tokens": 2})
     whole = await collect(adapter, request(False, **params))
     streamed = await collect(adapter, request(True, **params))
     assert text_of(whole) == text_of(streamed)
-    assert usages(whole) == usages(streamed)
+    assert usage_reports(whole) == usage_reports(streamed)
     assert finishes(whole) == finishes(streamed)
 
 
-async def test_stop_sequence_cuts_the_answer(
-    adapter: AnthropicAdapter, fake: FakeAnthropicServer
-) -> None:
+async def test_stop_sequence_cuts_the_answer(adapter: AnthropicAdapter, fake: FakeServer) -> None:
     full = text_of(await collect(adapter, request(False)))
     stop = full.split()[5]
     chunks = await collect(adapter, request(True, stop=[stop]))
@@ -266,7 +247,7 @@ ERROR_CASES: list[tuple[StatusFault, int, ErrorClass, bool]] = [
 @pytest.mark.parametrize("stream", [False, True])
 async def test_http_errors_are_classified(
     adapter: AnthropicAdapter,
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
     fault: StatusFault,
     status: int,
     expected: ErrorClass,
@@ -287,7 +268,7 @@ async def test_http_errors_are_classified(
 
 
 async def test_context_window_overflow_is_detected_from_the_message(
-    adapter: AnthropicAdapter, fake: FakeAnthropicServer
+    adapter: AnthropicAdapter, fake: FakeServer
 ) -> None:
     await fake.control.set_model(MODEL, {"context_window": 5})
     error = await failure(adapter, request(False))
@@ -310,7 +291,7 @@ MID_STREAM: list[tuple[object, ErrorClass, str | None]] = [
 @pytest.mark.parametrize(("fault", "expected", "code"), MID_STREAM)
 async def test_failures_after_the_headers_are_classified(
     adapter: AnthropicAdapter,
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
     fault: Any,
     expected: ErrorClass,
     code: str | None,
@@ -327,13 +308,13 @@ async def test_failures_after_the_headers_are_classified(
     if isinstance(fault, NoDoneFault):
         # The whole answer and its finish came; only the terminator (and so usage) is missing.
         assert finishes(received) == [Finish("stop", raw="end_turn")]
-        assert not usages(received)
+        assert not usage_reports(received)
     else:
         assert sum(isinstance(c, TextDelta) for c in received) == 2
 
 
 async def test_non_streaming_body_cut_short_is_a_server_error(
-    adapter: AnthropicAdapter, fake: FakeAnthropicServer
+    adapter: AnthropicAdapter, fake: FakeServer
 ) -> None:
     await fake.control.set_model(MODEL, ModelBehaviour(faults=(DropFault(),)))
     error = await failure(adapter, request(False))
@@ -356,7 +337,7 @@ async def test_unreachable_provider_is_a_server_error() -> None:
 
 @pytest.mark.parametrize("version", [None, "2026-10-21"])
 async def test_wrong_key_is_auth_and_the_key_is_never_in_errors_or_logs(
-    fake: FakeAnthropicServer, version: str | None
+    fake: FakeServer, version: str | None
 ) -> None:
     wrong = "sk-ant-api03-WRONGKEY0123456789abcdef"
     adapter = AnthropicAdapter(
@@ -383,9 +364,7 @@ async def test_wrong_key_is_auth_and_the_key_is_never_in_errors_or_logs(
 # -- the request on the wire ------------------------------------------------------------------
 
 
-async def test_default_version_uses_x_api_key(
-    adapter: AnthropicAdapter, fake: FakeAnthropicServer
-) -> None:
+async def test_default_version_uses_x_api_key(adapter: AnthropicAdapter, fake: FakeServer) -> None:
     await collect(adapter, request(False, temperature=0.3, top_p=0.9))
     logged = (await fake.control.requests(MODEL))[-1]
     assert logged.headers["anthropic-version"] == "2023-06-01"
@@ -397,7 +376,7 @@ async def test_default_version_uses_x_api_key(
 
 
 async def test_new_version_uses_bearer_and_drops_sampling_params(
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
 ) -> None:
     adapter = AnthropicAdapter(
         "anthropic", base_url=fake.base_url, api_key=KEY, api_version="2026-10-21"
@@ -415,7 +394,7 @@ async def test_new_version_uses_bearer_and_drops_sampling_params(
 
 
 async def test_conversation_translation_reaches_the_wire_and_is_accepted(
-    adapter: AnthropicAdapter, fake: FakeAnthropicServer
+    adapter: AnthropicAdapter, fake: FakeServer
 ) -> None:
     call = ToolCall(
         id="toolu_01A", function=ToolCallFunction(name="get_weather", arguments='{"city":"Paris"}')
@@ -493,7 +472,7 @@ async def test_conversation_translation_reaches_the_wire_and_is_accepted(
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_thinking_passes_through_and_its_tokens_are_reasoning(
-    adapter: AnthropicAdapter, fake: FakeAnthropicServer, stream: bool
+    adapter: AnthropicAdapter, fake: FakeServer, stream: bool
 ) -> None:
     await fake.control.set_model(MODEL, {"reasoning_tokens": 30, "answer_tokens": 8})
     thinking = {"type": "enabled", "budget_tokens": 2048}
@@ -502,7 +481,7 @@ async def test_thinking_passes_through_and_its_tokens_are_reasoning(
     )
     # The thinking block is not content: only the answer's words come through.
     assert len(text_of(chunks).split()) == 8
-    [report] = usages(chunks)
+    [report] = usage_reports(chunks)
     assert (report.usage.output_tokens, report.usage.reasoning_tokens) == (38, 30)
     body = await last_body(fake)
     assert body["thinking"] == thinking
@@ -521,7 +500,7 @@ async def test_provider_validation_errors_are_bad_requests(
 
 
 async def test_untranslatable_content_fails_before_the_network(
-    adapter: AnthropicAdapter, fake: FakeAnthropicServer
+    adapter: AnthropicAdapter, fake: FakeServer
 ) -> None:
     audio = AudioPart(input_audio={"data": "AAAA", "format": "wav"})
     error = await failure(adapter, request(False, messages=[Message(role="user", content=[audio])]))
@@ -543,4 +522,4 @@ async def test_the_fakes_agree_on_answers_and_token_counts(
             await openai.aclose()
     via_anthropic = await collect(adapter, request(True))
     assert text_of(via_openai) == text_of(via_anthropic)
-    assert usages(via_openai) == usages(via_anthropic)
+    assert usage_reports(via_openai) == usage_reports(via_anthropic)

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from adapter_helpers import collect, failure, text_of
 from aiohttp import web
 
 from adapters import (
@@ -25,8 +26,8 @@ from adapters import (
 )
 from adapters._compatible import OpenAICompatibleAdapter, classify_compatible_error
 from adapters.fakes import (
-    FakeOpenAIServer,
     FakeOpenAISettings,
+    FakeServer,
     ModelBehaviour,
     StatusFault,
     serve_fake_openai,
@@ -41,32 +42,17 @@ def request(stream: bool, max_tokens: int = 64, **params: Any) -> ChatRequest:
     )
 
 
-async def collect(adapter: OpenAICompatibleAdapter, req: ChatRequest) -> list[Chunk]:
-    async with await adapter.send(req) as stream:
-        return [chunk async for chunk in stream]
-
-
-async def failure(adapter: OpenAICompatibleAdapter, req: ChatRequest) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        await collect(adapter, req)
-    return info.value
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks if isinstance(c, TextDelta))
-
-
 # -- against the OpenAI fake ----------------------------------------------------------------
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAIServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_openai() as server:
         yield server
 
 
 @pytest.fixture
-async def adapter(fake: FakeOpenAIServer) -> AsyncIterator[OpenAICompatibleAdapter]:
+async def adapter(fake: FakeServer) -> AsyncIterator[OpenAICompatibleAdapter]:
     adapter = OpenAICompatibleAdapter("local", base_url=fake.base_url, api_version="ignored")
     yield adapter
     await adapter.aclose()
@@ -74,7 +60,7 @@ async def adapter(fake: FakeOpenAIServer) -> AsyncIterator[OpenAICompatibleAdapt
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_answers_with_max_tokens_in_the_max_tokens_field(
-    adapter: OpenAICompatibleAdapter, fake: FakeOpenAIServer, stream: bool
+    adapter: OpenAICompatibleAdapter, fake: FakeServer, stream: bool
 ) -> None:
     await fake.control.set_model("llama-3", ModelBehaviour(answer_tokens=30, reasoning_tokens=2))
     chunks = await collect(adapter, request(stream, max_tokens=9))
@@ -91,7 +77,7 @@ async def test_answers_with_max_tokens_in_the_max_tokens_field(
         assert body["stream_options"] == {"include_usage": True}
 
 
-async def test_the_max_tokens_field_is_configurable(fake: FakeOpenAIServer) -> None:
+async def test_the_max_tokens_field_is_configurable(fake: FakeServer) -> None:
     adapter = OpenAICompatibleAdapter(
         "local", base_url=fake.base_url, max_tokens_field="max_completion_tokens"
     )
@@ -117,7 +103,7 @@ async def test_the_max_tokens_field_is_configurable(fake: FakeOpenAIServer) -> N
 )
 async def test_openai_shaped_errors(
     adapter: OpenAICompatibleAdapter,
-    fake: FakeOpenAIServer,
+    fake: FakeServer,
     fault: StatusFault,
     expected: ErrorClass,
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from adapter_helpers import collect, failure, finishes, text_of, usages
 
 from adapters import (
     ChatRequest,
@@ -24,7 +25,6 @@ from adapters import (
     ToolCall,
     ToolCallDelta,
     ToolCallFunction,
-    Usage,
     UsageReport,
 )
 from adapters._gemini import GeminiAdapter
@@ -32,13 +32,14 @@ from adapters.fakes import (
     ContentFilterFault,
     DropFault,
     FakeOpenAISettings,
+    FakeServer,
     MalformedSSEFault,
     MidStreamErrorFault,
     ModelBehaviour,
     NoDoneFault,
     StatusFault,
+    serve_fake_gemini,
 )
-from adapters.fakes._gemini import FakeGeminiServer, serve_fake_gemini
 
 KEY = "AIzaSyTestKey0123456789abcdefSECRET"
 MODEL = "gemini-2.5-flash"
@@ -59,13 +60,13 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeGeminiServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_gemini(FakeOpenAISettings(api_key=KEY)) as server:
         yield server
 
 
 @pytest.fixture
-async def adapter(fake: FakeGeminiServer) -> AsyncIterator[GeminiAdapter]:
+async def adapter(fake: FakeServer) -> AsyncIterator[GeminiAdapter]:
     adapter = GeminiAdapter("gemini", base_url=fake.base_url, api_key=KEY)
     yield adapter
     await adapter.aclose()
@@ -79,30 +80,7 @@ def request(
     )
 
 
-async def collect(adapter: GeminiAdapter, req: ChatRequest) -> list[Chunk]:
-    async with await adapter.send(req) as stream:
-        return [chunk async for chunk in stream]
-
-
-async def failure(adapter: GeminiAdapter, req: ChatRequest) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        await collect(adapter, req)
-    return info.value
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks if isinstance(c, TextDelta))
-
-
-def finishes(chunks: list[Chunk]) -> list[Finish]:
-    return [c for c in chunks if isinstance(c, Finish)]
-
-
-def usages(chunks: list[Chunk]) -> list[Usage]:
-    return [c.usage for c in chunks if isinstance(c, UsageReport)]
-
-
-async def sent_body(fake: FakeGeminiServer) -> dict[str, Any]:
+async def sent_body(fake: FakeServer) -> dict[str, Any]:
     body = (await fake.control.requests(MODEL))[-1].body_json()
     assert isinstance(body, dict)
     return body
@@ -134,7 +112,7 @@ ANSWERS: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
 )
 async def test_answers_normalize(
     adapter: GeminiAdapter,
-    fake: FakeGeminiServer,
+    fake: FakeServer,
     stream: bool,
     behaviour: dict[str, Any],
     params: dict[str, Any],
@@ -174,7 +152,7 @@ async def test_streamed_text_arrives_in_deltas(adapter: GeminiAdapter) -> None:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 async def test_usage_counts_cached_and_thought_tokens(
-    adapter: GeminiAdapter, fake: FakeGeminiServer, stream: bool
+    adapter: GeminiAdapter, fake: FakeServer, stream: bool
 ) -> None:
     await fake.control.set_model(
         MODEL, ModelBehaviour(answer_tokens=7, reasoning_tokens=20, cached_prompt_tokens=5)
@@ -193,7 +171,7 @@ async def test_usage_counts_cached_and_thought_tokens(
     assert body["generationConfig"]["thinkingConfig"] == thinking
 
 
-async def test_stream_and_whole_usage_agree(adapter: GeminiAdapter, fake: FakeGeminiServer) -> None:
+async def test_stream_and_whole_usage_agree(adapter: GeminiAdapter, fake: FakeServer) -> None:
     await fake.control.set_model(MODEL, ModelBehaviour(reasoning_tokens=3, cached_prompt_tokens=2))
     cases: list[dict[str, Any]] = [{}, {"tools": [WEATHER_TOOL], "tool_choice": "required"}]
     for params in cases:
@@ -266,7 +244,7 @@ ERROR_CASES: list[tuple[str, StatusFault, ErrorClass, bool, float | None]] = [
 )
 async def test_http_errors_are_classified(
     adapter: GeminiAdapter,
-    fake: FakeGeminiServer,
+    fake: FakeServer,
     stream: bool,
     fault: StatusFault,
     expected: ErrorClass,
@@ -284,7 +262,7 @@ async def test_http_errors_are_classified(
 
 
 async def test_context_window_overflow_is_classified(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     await fake.control.set_model(MODEL, ModelBehaviour(context_window=4))
     error = await failure(adapter, request(False))
@@ -292,7 +270,7 @@ async def test_context_window_overflow_is_classified(
     assert error.provider_code == "INVALID_ARGUMENT"
 
 
-async def test_wrong_key_is_auth_and_never_in_the_error(fake: FakeGeminiServer) -> None:
+async def test_wrong_key_is_auth_and_never_in_the_error(fake: FakeServer) -> None:
     wrong = "AIzaSyWRONGKEY0123456789abcdef"
     adapter = GeminiAdapter("gemini", base_url=fake.base_url, api_key=wrong)
     try:
@@ -307,7 +285,7 @@ async def test_wrong_key_is_auth_and_never_in_the_error(fake: FakeGeminiServer) 
 
 
 async def test_a_key_echoed_in_an_error_message_is_redacted(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     fault = StatusFault(status=400, message=f"API key {KEY} was reported as leaked.")
     await fake.control.set_model(MODEL, ModelBehaviour(faults=(fault,)))
@@ -345,7 +323,7 @@ MID_STREAM: list[tuple[str, object, ErrorClass, str | None, int]] = [
 )
 async def test_failures_after_the_headers_are_classified(
     adapter: GeminiAdapter,
-    fake: FakeGeminiServer,
+    fake: FakeServer,
     fault: Any,
     expected: ErrorClass,
     code: str | None,
@@ -366,7 +344,7 @@ async def test_failures_after_the_headers_are_classified(
 
 
 async def test_whole_body_cut_short_is_a_server_error(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     await fake.control.set_model(MODEL, ModelBehaviour(faults=(DropFault(),)))
     error = await failure(adapter, request(False))
@@ -375,7 +353,7 @@ async def test_whole_body_cut_short_is_a_server_error(
 
 
 async def test_content_filter_fault_is_not_an_error(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     await fake.control.set_model(
         MODEL, ModelBehaviour(faults=(ContentFilterFault(after_chunks=1),))
@@ -388,7 +366,7 @@ async def test_content_filter_fault_is_not_an_error(
 
 
 async def test_the_key_travels_in_a_header_never_the_url(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     for stream in (False, True):
         call = adapter._prepare(request(stream))
@@ -403,7 +381,7 @@ async def test_the_key_travels_in_a_header_never_the_url(
     assert [entry.outcome for entry in logged] == ["ok", "ok"]  # the fake accepted the header
 
 
-async def test_api_version_v1(fake: FakeGeminiServer) -> None:
+async def test_api_version_v1(fake: FakeServer) -> None:
     adapter = GeminiAdapter("gemini", base_url=fake.base_url, api_key=KEY, api_version="v1")
     try:
         chunks = await collect(adapter, request(True))
@@ -470,7 +448,7 @@ def test_api_version_is_checked() -> None:
 
 
 async def test_conversation_translation_reaches_the_wire(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     image = ImagePart(image_url=ImageURL(url=f"data:image/png;base64,{PNG}"))
     messages = [
@@ -560,15 +538,13 @@ async def test_conversation_translation_reaches_the_wire(
     assert set(body) == {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig"}
 
 
-async def test_max_output_tokens_is_always_sent(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
-) -> None:
+async def test_max_output_tokens_is_always_sent(adapter: GeminiAdapter, fake: FakeServer) -> None:
     await collect(adapter, request(True, max_tokens=5))
     assert (await sent_body(fake))["generationConfig"] == {"maxOutputTokens": 5}
 
 
 async def test_generated_tool_call_ids_map_back_to_function_names(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     """A second turn that answers the call by its generated id reaches Gemini as a
     functionResponse naming the function (the fake checks the pairing)."""
@@ -593,7 +569,7 @@ async def test_generated_tool_call_ids_map_back_to_function_names(
 
 
 async def test_reasoning_effort_maps_to_a_thinking_level(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     await collect(adapter, request(False, reasoning_effort="low"))
     assert (await sent_body(fake))["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "LOW"}
@@ -602,7 +578,7 @@ async def test_reasoning_effort_maps_to_a_thinking_level(
 
 
 async def test_untranslatable_request_fails_before_sending(
-    adapter: GeminiAdapter, fake: FakeGeminiServer
+    adapter: GeminiAdapter, fake: FakeServer
 ) -> None:
     orphan = [*MESSAGES, Message(role="tool", tool_call_id="call_nowhere", content="x")]
     error = await failure(adapter, request(False, messages=orphan))

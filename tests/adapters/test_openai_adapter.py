@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from adapter_helpers import collect, failure, text_of
 
 from adapters import (
     ChatRequest,
@@ -30,8 +31,8 @@ from adapters import (
 )
 from adapters.fakes import (
     DropFault,
-    FakeOpenAIServer,
     FakeOpenAISettings,
+    FakeServer,
     MalformedSSEFault,
     MidStreamErrorFault,
     ModelBehaviour,
@@ -58,13 +59,13 @@ TOOLS = [
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAIServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_openai(FakeOpenAISettings(api_key=KEY)) as server:
         yield server
 
 
 @pytest.fixture
-async def adapter(fake: FakeOpenAIServer) -> AsyncIterator[OpenAIAdapter]:
+async def adapter(fake: FakeServer) -> AsyncIterator[OpenAIAdapter]:
     adapter = OpenAIAdapter("openai", base_url=fake.base_url, api_key=KEY)
     yield adapter
     await adapter.aclose()
@@ -76,24 +77,9 @@ def request(stream: bool, max_tokens: int = 64, **params: Any) -> ChatRequest:
     )
 
 
-async def collect(adapter: OpenAIAdapter, req: ChatRequest) -> list[Chunk]:
-    async with await adapter.send(req) as stream:
-        return [chunk async for chunk in stream]
-
-
-async def failure(adapter: OpenAIAdapter, req: ChatRequest) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        await collect(adapter, req)
-    return info.value
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks if isinstance(c, TextDelta))
-
-
 @pytest.mark.parametrize("stream", [False, True])
 async def test_text_answer_normalizes_to_deltas_finish_and_usage(
-    adapter: OpenAIAdapter, fake: FakeOpenAIServer, stream: bool
+    adapter: OpenAIAdapter, fake: FakeServer, stream: bool
 ) -> None:
     await fake.control.set_model(
         "m-1", ModelBehaviour(answer_tokens=12, reasoning_tokens=5, cached_prompt_tokens=4)
@@ -122,7 +108,7 @@ async def test_streamed_and_whole_answers_agree(adapter: OpenAIAdapter) -> None:
 
 
 async def test_max_tokens_is_sent_and_length_finish_is_normalized(
-    adapter: OpenAIAdapter, fake: FakeOpenAIServer
+    adapter: OpenAIAdapter, fake: FakeServer
 ) -> None:
     await fake.control.set_model("m-1", ModelBehaviour(answer_tokens=50))
     chunks = await collect(adapter, request(True, max_tokens=7))
@@ -146,7 +132,7 @@ async def test_tool_calls_come_as_deltas_that_assemble(
     assert next(c for c in chunks if isinstance(c, Finish)).reason == "tool_calls"
 
 
-async def test_content_filter_finish(adapter: OpenAIAdapter, fake: FakeOpenAIServer) -> None:
+async def test_content_filter_finish(adapter: OpenAIAdapter, fake: FakeServer) -> None:
     await fake.control.set_model("m-1", {"faults": [{"kind": "content_filter", "after_chunks": 2}]})
     chunks = await collect(adapter, request(True))
     assert next(c for c in chunks if isinstance(c, Finish)).reason == "content_filter"
@@ -175,7 +161,7 @@ ERROR_CASES: list[tuple[StatusFault, ErrorClass, bool]] = [
 @pytest.mark.parametrize("stream", [False, True])
 async def test_http_errors_are_classified(
     adapter: OpenAIAdapter,
-    fake: FakeOpenAIServer,
+    fake: FakeServer,
     fault: StatusFault,
     expected: ErrorClass,
     quota: bool,
@@ -193,7 +179,7 @@ async def test_http_errors_are_classified(
 
 
 async def test_retry_after_ms_wins_over_retry_after(
-    adapter: OpenAIAdapter, fake: FakeOpenAIServer
+    adapter: OpenAIAdapter, fake: FakeServer
 ) -> None:
     fault = StatusFault(status=429, retry_after_s=5, retry_after_ms=1500)
     await fake.control.set_model("m-1", ModelBehaviour(faults=(fault,)))
@@ -201,7 +187,7 @@ async def test_retry_after_ms_wins_over_retry_after(
 
 
 async def test_wrong_key_is_auth_and_the_key_is_never_in_the_error(
-    fake: FakeOpenAIServer,
+    fake: FakeServer,
 ) -> None:
     wrong = "sk-live-WRONGKEY0123456789abcdef"
     adapter = OpenAIAdapter("openai", base_url=fake.base_url, api_key=wrong)
@@ -232,7 +218,7 @@ MID_STREAM: list[tuple[object, ErrorClass, str | None]] = [
 @pytest.mark.parametrize(("fault", "expected", "code"), MID_STREAM)
 async def test_failures_after_the_headers_are_classified(
     adapter: OpenAIAdapter,
-    fake: FakeOpenAIServer,
+    fake: FakeServer,
     fault: Any,
     expected: ErrorClass,
     code: str | None,
@@ -251,7 +237,7 @@ async def test_failures_after_the_headers_are_classified(
 
 
 async def test_non_streaming_body_cut_short_is_a_server_error(
-    adapter: OpenAIAdapter, fake: FakeOpenAIServer
+    adapter: OpenAIAdapter, fake: FakeServer
 ) -> None:
     await fake.control.set_model("m-1", ModelBehaviour(faults=(DropFault(),)))
     error = await failure(adapter, request(False))
@@ -273,7 +259,7 @@ async def test_unreachable_provider_is_a_server_error() -> None:
 
 
 async def test_passthrough_params_and_forced_fields_reach_the_wire(
-    adapter: OpenAIAdapter, fake: FakeOpenAIServer
+    adapter: OpenAIAdapter, fake: FakeServer
 ) -> None:
     options = {"include_obfuscation": False}
     await collect(adapter, request(True, temperature=0.3, stream_options=options))
@@ -334,7 +320,7 @@ def test_usage_struct_defaults_are_zero() -> None:
 
 
 async def test_anthropic_cache_control_is_not_sent_to_openai(
-    adapter: OpenAIAdapter, fake: FakeOpenAIServer
+    adapter: OpenAIAdapter, fake: FakeServer
 ) -> None:
     marked = Message(
         role="user",

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from adapter_helpers import collect, failure, text_of, usages
 from aiohttp import web
 
 from adapters import (
@@ -26,13 +27,14 @@ from adapters._xai import XAIAdapter, classify_xai_error
 from adapters.fakes import (
     DropFault,
     FakeOpenAISettings,
+    FakeServer,
     MalformedSSEFault,
     MidStreamErrorFault,
     ModelBehaviour,
     NoDoneFault,
     StatusFault,
+    serve_fake_xai,
 )
-from adapters.fakes._xai import FakeXAIServer, serve_fake_xai
 
 KEY = "xai-test-0123456789abcdefSECRET"
 MESSAGES = [Message(role="user", content="Tell me something.")]
@@ -57,13 +59,13 @@ GRPC_UNAVAILABLE = "The service is currently unavailable"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeXAIServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_xai(FakeOpenAISettings(api_key=KEY)) as server:
         yield server
 
 
 @pytest.fixture
-async def adapter(fake: FakeXAIServer) -> AsyncIterator[XAIAdapter]:
+async def adapter(fake: FakeServer) -> AsyncIterator[XAIAdapter]:
     adapter = XAIAdapter("xai", base_url=fake.base_url, api_key=KEY, api_version="ignored")
     yield adapter
     await adapter.aclose()
@@ -75,28 +77,9 @@ def request(stream: bool, max_tokens: int = 64, **params: Any) -> ChatRequest:
     )
 
 
-async def collect(adapter: XAIAdapter, req: ChatRequest) -> list[Chunk]:
-    async with await adapter.send(req) as stream:
-        return [chunk async for chunk in stream]
-
-
-async def failure(adapter: XAIAdapter, req: ChatRequest) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
-        await collect(adapter, req)
-    return info.value
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks if isinstance(c, TextDelta))
-
-
-def usages(chunks: list[Chunk]) -> list[Usage]:
-    return [c.usage for c in chunks if isinstance(c, UsageReport)]
-
-
 @pytest.mark.parametrize("stream", [False, True])
 async def test_text_answer_with_reasoning_and_cached_usage_normalized(
-    adapter: XAIAdapter, fake: FakeXAIServer, stream: bool
+    adapter: XAIAdapter, fake: FakeServer, stream: bool
 ) -> None:
     await fake.control.set_model(
         "grok-4", ModelBehaviour(answer_tokens=12, reasoning_tokens=5, cached_prompt_tokens=4)
@@ -125,7 +108,7 @@ async def test_tool_call(adapter: XAIAdapter, stream: bool) -> None:
 
 
 async def test_request_fields_reach_the_wire_as_given(
-    adapter: XAIAdapter, fake: FakeXAIServer
+    adapter: XAIAdapter, fake: FakeServer
 ) -> None:
     await collect(
         adapter, request(True, reasoning_effort="low", stop=["END"], presence_penalty=0.5)
@@ -216,7 +199,7 @@ ERROR_CASES = [
 @pytest.mark.parametrize("case", ERROR_CASES, ids=[case.id for case in ERROR_CASES])
 @pytest.mark.parametrize("stream", [False, True])
 async def test_http_errors_are_classified(
-    adapter: XAIAdapter, fake: FakeXAIServer, case: Case, stream: bool
+    adapter: XAIAdapter, fake: FakeServer, case: Case, stream: bool
 ) -> None:
     await fake.control.set_model("grok-4", ModelBehaviour(faults=(case.fault,)))
     error = await failure(adapter, request(stream))
@@ -233,7 +216,7 @@ async def test_http_errors_are_classified(
         assert error.retry_after_s == case.fault.retry_after_s
 
 
-async def test_overflow_from_the_context_window(adapter: XAIAdapter, fake: FakeXAIServer) -> None:
+async def test_overflow_from_the_context_window(adapter: XAIAdapter, fake: FakeServer) -> None:
     await fake.control.set_model("grok-4", ModelBehaviour(context_window=5))
     error = await failure(adapter, request(False))
     assert error.error_class is ErrorClass.CONTEXT_OVERFLOW
@@ -241,14 +224,14 @@ async def test_overflow_from_the_context_window(adapter: XAIAdapter, fake: FakeX
     assert "maximum prompt length is 5 but the request contains" in error.message
 
 
-async def test_retry_after_ms(adapter: XAIAdapter, fake: FakeXAIServer) -> None:
+async def test_retry_after_ms(adapter: XAIAdapter, fake: FakeServer) -> None:
     fault = StatusFault(status=429, retry_after_s=5, retry_after_ms=1500)
     await fake.control.set_model("grok-4", ModelBehaviour(faults=(fault,)))
     assert (await failure(adapter, request(True))).retry_after_s == 1.5
 
 
 async def test_wrong_key_is_auth_though_xai_says_400_and_the_key_never_shows(
-    fake: FakeXAIServer,
+    fake: FakeServer,
 ) -> None:
     wrong = "xai-live-WRONGKEY0123456789abcdef"
     adapter = XAIAdapter("xai", base_url=fake.base_url, api_key=wrong)
@@ -265,9 +248,7 @@ async def test_wrong_key_is_auth_though_xai_says_400_and_the_key_never_shows(
         assert "0123456789" not in text
 
 
-async def test_a_percent_encoded_message_is_decoded(
-    adapter: XAIAdapter, fake: FakeXAIServer
-) -> None:
+async def test_a_percent_encoded_message_is_decoded(adapter: XAIAdapter, fake: FakeServer) -> None:
     encoded = "Incorrect%20API%20key%20provided:%20ba***na."
     fault = StatusFault(status=400, message=encoded)
     await fake.control.set_model("grok-4", ModelBehaviour(faults=(fault,)))
@@ -316,7 +297,7 @@ MID_STREAM: list[tuple[str, object, ErrorClass, str | None]] = [
 )
 async def test_failures_after_the_headers_are_classified(
     adapter: XAIAdapter,
-    fake: FakeXAIServer,
+    fake: FakeServer,
     fault: Any,
     expected: ErrorClass,
     code: str | None,
@@ -335,7 +316,7 @@ async def test_failures_after_the_headers_are_classified(
         assert sum(isinstance(c, TextDelta) for c in received) == 2
 
 
-async def test_non_streaming_body_cut_short(adapter: XAIAdapter, fake: FakeXAIServer) -> None:
+async def test_non_streaming_body_cut_short(adapter: XAIAdapter, fake: FakeServer) -> None:
     await fake.control.set_model("grok-4", ModelBehaviour(faults=(DropFault(),)))
     error = await failure(adapter, request(False))
     assert error.error_class is ErrorClass.SERVER_ERROR

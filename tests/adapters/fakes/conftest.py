@@ -6,7 +6,7 @@ import aiohttp
 import openai
 import pytest
 
-from adapters.fakes import FakeOpenAIServer, FakeOpenAISettings, serve_fake_openai
+from adapters.fakes import FakeOpenAISettings, FakeServer, serve_fake_openai
 
 API_KEY = "sk-fake-test-key-0123456789abcdef"
 
@@ -17,13 +17,13 @@ def api_key() -> str:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAIServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_openai(FakeOpenAISettings(api_key=API_KEY)) as server:
         yield server
 
 
 @pytest.fixture
-async def client(fake: FakeOpenAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
+async def client(fake: FakeServer) -> AsyncIterator[openai.AsyncOpenAI]:
     sdk = openai.AsyncOpenAI(base_url=fake.base_url, api_key=API_KEY, max_retries=0)
     try:
         yield sdk

@@ -10,8 +10,13 @@ import anthropic
 import pytest
 from anthropic.types import Message, TextBlock, ThinkingBlock, ToolUseBlock
 
-from adapters.fakes import FakeOpenAISettings, ModelBehaviour, StatusFault
-from adapters.fakes._anthropic import FakeAnthropicServer, serve_fake_anthropic
+from adapters.fakes import (
+    FakeOpenAISettings,
+    FakeServer,
+    ModelBehaviour,
+    StatusFault,
+    serve_fake_anthropic,
+)
 
 KEY = "sk-ant-api03-fake-test-key-0123456789"
 MODEL = "claude-fake-1"  # not a real model id: the SDK warns about deprecated ones
@@ -42,13 +47,13 @@ def text_of(message: Message) -> str:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropicServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_anthropic(FakeOpenAISettings(api_key=KEY)) as server:
         yield server
 
 
 @pytest.fixture
-async def client(fake: FakeAnthropicServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
+async def client(fake: FakeServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
     # The SDK's defaults: API version 2026-10-21, the key as Authorization: Bearer (§3.1).
     sdk = anthropic.AsyncAnthropic(base_url=fake.base_url, api_key=KEY, max_retries=0)
     try:
@@ -58,7 +63,7 @@ async def client(fake: FakeAnthropicServer) -> AsyncIterator[anthropic.AsyncAnth
 
 
 @pytest.fixture
-async def legacy_client(fake: FakeAnthropicServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
+async def legacy_client(fake: FakeServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
     """The long-standing protocol: 2023-06-01 with the key as x-api-key."""
     sdk = anthropic.AsyncAnthropic(
         base_url=fake.base_url,
@@ -91,7 +96,7 @@ async def test_non_streaming_message(client: anthropic.AsyncAnthropic) -> None:
 
 
 async def test_sdk_default_and_legacy_protocols_both_work(
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
     client: anthropic.AsyncAnthropic,
     legacy_client: anthropic.AsyncAnthropic,
 ) -> None:
@@ -186,9 +191,7 @@ async def test_auto_tool_choice_answers_in_text_by_default(
     assert isinstance(message.content[0], TextBlock)
 
 
-async def test_thinking_and_cache_usage(
-    fake: FakeAnthropicServer, client: anthropic.AsyncAnthropic
-) -> None:
+async def test_thinking_and_cache_usage(fake: FakeServer, client: anthropic.AsyncAnthropic) -> None:
     await fake.control.set_model(
         MODEL, ModelBehaviour(answer_tokens=10, reasoning_tokens=40, cached_prompt_tokens=5)
     )
@@ -229,7 +232,7 @@ async def test_thinking_and_cache_usage(
     )
 
 
-async def test_refusal(fake: FakeAnthropicServer, client: anthropic.AsyncAnthropic) -> None:
+async def test_refusal(fake: FakeServer, client: anthropic.AsyncAnthropic) -> None:
     await fake.control.set_model(MODEL, {"faults": [{"kind": "content_filter", "after_chunks": 2}]})
     async with client.messages.stream(model=MODEL, max_tokens=64, messages=MESSAGES) as stream:
         message = await stream.get_final_message()
@@ -239,7 +242,7 @@ async def test_refusal(fake: FakeAnthropicServer, client: anthropic.AsyncAnthrop
 
 
 async def test_rate_limit_with_retry_after(
-    fake: FakeAnthropicServer, client: anthropic.AsyncAnthropic
+    fake: FakeServer, client: anthropic.AsyncAnthropic
 ) -> None:
     await fake.control.set_model(
         MODEL, ModelBehaviour(faults=(StatusFault(status=429, retry_after_s=7),))
@@ -274,7 +277,7 @@ async def test_rate_limit_with_retry_after(
     ],
 )  # fmt: skip
 async def test_error_statuses_map_to_sdk_classes(
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
     client: anthropic.AsyncAnthropic,
     fault: StatusFault,
     exception: type[anthropic.APIStatusError],
@@ -290,7 +293,7 @@ async def test_overloaded_is_an_internal_server_error_subclass() -> None:
 
 
 async def test_sdk_retries_an_overload_honouring_retry_after_ms(
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
 ) -> None:
     fault = StatusFault(status=529, retry_after_ms=10, times=1)
     await fake.control.set_model(MODEL, ModelBehaviour(faults=(fault,)))
@@ -301,9 +304,7 @@ async def test_sdk_retries_an_overload_honouring_retry_after_ms(
     assert stats.models[MODEL].outcomes == {"http_529": 1, "ok": 1}
 
 
-async def test_mid_stream_error_raises(
-    fake: FakeAnthropicServer, client: anthropic.AsyncAnthropic
-) -> None:
+async def test_mid_stream_error_raises(fake: FakeServer, client: anthropic.AsyncAnthropic) -> None:
     await fake.control.set_model(
         MODEL, {"faults": [{"kind": "mid_stream_error", "after_chunks": 3, "error": "overloaded"}]}
     )
@@ -334,7 +335,7 @@ async def test_removed_sampling_params_are_rejected_on_the_new_version(
     assert message.stop_reason == "end_turn"
 
 
-async def test_wrong_key_is_rejected(fake: FakeAnthropicServer) -> None:
+async def test_wrong_key_is_rejected(fake: FakeServer) -> None:
     async with anthropic.AsyncAnthropic(
         base_url=fake.base_url, api_key="sk-ant-wrong", max_retries=0
     ) as sdk:

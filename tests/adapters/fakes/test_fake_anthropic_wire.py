@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from adapters.fakes import FakeOpenAISettings
-from adapters.fakes._anthropic import FakeAnthropicServer, serve_fake_anthropic
+from adapters.fakes import FakeOpenAISettings, FakeServer, serve_fake_anthropic
 
 KEY = "sk-ant-api03-wire-test-key-0123456789"
 MODEL = "claude-fake-1"
@@ -28,7 +27,7 @@ MODERN = {"Authorization": f"Bearer {KEY}", "anthropic-version": "2026-10-21"}
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropicServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_anthropic(FakeOpenAISettings(api_key=KEY)) as server:
         yield server
 
@@ -41,7 +40,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def post(
     http: aiohttp.ClientSession,
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
     body: Any,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes, CIMultiDict[str]]:
@@ -67,13 +66,11 @@ def events(body: bytes) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-async def set_model(fake: FakeAnthropicServer, **fields: Any) -> None:
+async def set_model(fake: FakeServer, **fields: Any) -> None:
     await fake.control.set_model(MODEL, fields)
 
 
-async def test_stream_framing_is_exact(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
-) -> None:
+async def test_stream_framing_is_exact(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     status, body, headers = await post(http, fake, STREAM)
     assert status == 200
     assert headers["Content-Type"] == "text/event-stream; charset=utf-8"
@@ -96,7 +93,7 @@ async def test_stream_framing_is_exact(
 
 
 async def test_tool_use_stream_has_an_empty_first_input_delta(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     tool = {
         "name": "lookup",
@@ -134,7 +131,7 @@ async def test_tool_use_stream_has_an_empty_first_input_delta(
 )
 async def test_auth_and_version_headers(
     http: aiohttp.ClientSession,
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
     headers: dict[str, str],
     status: int,
     message: str | None,
@@ -233,7 +230,7 @@ async def test_auth_and_version_headers(
 )
 async def test_invalid_requests_get_anthropics_400(
     http: aiohttp.ClientSession,
-    fake: FakeAnthropicServer,
+    fake: FakeServer,
     patch: dict[str, Any],
     version: str,
     message: str,
@@ -250,14 +247,14 @@ async def test_invalid_requests_get_anthropics_400(
 
 
 async def test_sampling_params_are_fine_on_the_old_version(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     status, _, _ = await post(http, fake, {**BODY, "temperature": 0.7, "top_k": 3})
     assert status == 200
 
 
 async def test_context_window_overflow_message(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await set_model(fake, context_window=5)
     status, raw, _ = await post(http, fake, BODY)
@@ -266,7 +263,7 @@ async def test_context_window_overflow_message(
     assert json.loads(raw)["error"]["message"] == "prompt is too long: 11 tokens > 5 maximum"
 
 
-async def test_rate_limit_headers(http: aiohttp.ClientSession, fake: FakeAnthropicServer) -> None:
+async def test_rate_limit_headers(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await set_model(
         fake,
         faults=[{"kind": "status", "status": 429, "retry_after_s": 2, "retry_after_ms": 1500,
@@ -280,7 +277,7 @@ async def test_rate_limit_headers(http: aiohttp.ClientSession, fake: FakeAnthrop
     assert json.loads(raw)["error"]["type"] == "rate_limit_error"
 
 
-async def test_overload_status(http: aiohttp.ClientSession, fake: FakeAnthropicServer) -> None:
+async def test_overload_status(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await set_model(fake, faults=[{"kind": "status", "status": 529}])
     status, raw, headers = await post(http, fake, BODY)
     assert status == 529
@@ -291,9 +288,7 @@ async def test_overload_status(http: aiohttp.ClientSession, fake: FakeAnthropicS
     }
 
 
-async def test_mid_stream_error_event(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
-) -> None:
+async def test_mid_stream_error_event(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await set_model(
         fake, faults=[{"kind": "mid_stream_error", "after_chunks": 2, "error": "overloaded"}]
     )
@@ -311,7 +306,7 @@ async def test_mid_stream_error_event(
 
 
 async def test_no_done_fault_omits_message_stop(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await set_model(fake, faults=[{"kind": "no_done"}])
     _, raw, _ = await post(http, fake, STREAM)
@@ -321,7 +316,7 @@ async def test_no_done_fault_omits_message_stop(
 
 
 async def test_malformed_sse_line_is_an_event_and_the_stream_goes_on(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await set_model(fake, faults=[{"kind": "malformed_sse", "after_chunks": 1}])
     _, raw, _ = await post(http, fake, STREAM)
@@ -331,7 +326,7 @@ async def test_malformed_sse_line_is_an_event_and_the_stream_goes_on(
     assert raw.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
 
 
-async def test_drop_cuts_the_stream(http: aiohttp.ClientSession, fake: FakeAnthropicServer) -> None:
+async def test_drop_cuts_the_stream(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await set_model(fake, faults=[{"kind": "drop", "after_chunks": 3}])
     received = bytearray()
     async with http.post(fake.url + "/v1/messages", json=STREAM, headers=LEGACY) as resp:
@@ -344,7 +339,7 @@ async def test_drop_cuts_the_stream(http: aiohttp.ClientSession, fake: FakeAnthr
 
 
 async def test_hang_before_headers_holds_the_request(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await set_model(fake, faults=[{"kind": "hang_before_headers", "times": 1}])
     with pytest.raises(asyncio.TimeoutError):
@@ -360,7 +355,7 @@ async def test_hang_before_headers_holds_the_request(
 
 
 async def test_requests_are_counted_and_logged_without_the_key(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await post(http, fake, BODY)
     await post(http, fake, STREAM, MODERN)
@@ -386,7 +381,7 @@ async def test_unknown_model_is_not_found() -> None:
 
 
 async def test_stop_sequence_in_the_raw_answer(
-    http: aiohttp.ClientSession, fake: FakeAnthropicServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     _, raw, _ = await post(http, fake, BODY)
     text = json.loads(raw)["content"][0]["text"]

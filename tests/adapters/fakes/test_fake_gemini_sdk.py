@@ -13,8 +13,13 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from adapters.fakes import FakeOpenAISettings, ModelBehaviour, StatusFault
-from adapters.fakes._gemini import FakeGeminiServer, serve_fake_gemini
+from adapters.fakes import (
+    FakeOpenAISettings,
+    FakeServer,
+    ModelBehaviour,
+    StatusFault,
+    serve_fake_gemini,
+)
 
 # google-genai subclasses aiohttp.ClientSession for its async client, which aiohttp frowns on;
 # the suite turns warnings into errors, so this one (the SDK's, not ours) is let through.
@@ -84,13 +89,13 @@ def test_the_offline_guard_blocks_the_real_api() -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeGeminiServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_gemini(FakeOpenAISettings(api_key=API_KEY)) as server:
         yield server
 
 
 @pytest.fixture(params=["v1beta", "v1"])
-async def client(fake: FakeGeminiServer, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+async def client(fake: FakeServer, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     sdk = genai.Client(
         api_key=API_KEY,
         http_options=types.HttpOptions(base_url=fake.base_url, api_version=request.param),
@@ -102,7 +107,7 @@ async def client(fake: FakeGeminiServer, request: pytest.FixtureRequest) -> Asyn
         sdk.close()
 
 
-async def test_non_streaming_generate_content(client: Any, fake: FakeGeminiServer) -> None:
+async def test_non_streaming_generate_content(client: Any, fake: FakeServer) -> None:
     response = await client.aio.models.generate_content(
         model=MODEL,
         contents="Say something.",
@@ -172,7 +177,7 @@ async def test_function_call_comes_whole_without_an_id(client: Any) -> None:
     assert [c.function_calls for c in chunks] == [response.function_calls]
 
 
-async def test_rate_limit_error_carries_retry_info(client: Any, fake: FakeGeminiServer) -> None:
+async def test_rate_limit_error_carries_retry_info(client: Any, fake: FakeServer) -> None:
     fault = StatusFault(status=429, retry_after_s=34)
     await fake.control.set_model(MODEL, ModelBehaviour(faults=(fault,)))
     with pytest.raises(errors.ClientError) as info:
@@ -191,7 +196,7 @@ async def test_rate_limit_error_carries_retry_info(client: Any, fake: FakeGemini
     assert stats.models[MODEL].outcomes == {"http_429": 1}
 
 
-async def test_mid_stream_error_raises_server_error(client: Any, fake: FakeGeminiServer) -> None:
+async def test_mid_stream_error_raises_server_error(client: Any, fake: FakeServer) -> None:
     await fake.control.set_model(
         MODEL, {"faults": [{"kind": "mid_stream_error", "after_chunks": 2, "error": "overloaded"}]}
     )
@@ -206,7 +211,7 @@ async def test_mid_stream_error_raises_server_error(client: Any, fake: FakeGemin
     assert len(received) == 2
 
 
-async def test_wrong_key_is_a_400_api_key_invalid(fake: FakeGeminiServer) -> None:
+async def test_wrong_key_is_a_400_api_key_invalid(fake: FakeServer) -> None:
     sdk = genai.Client(
         api_key="AIzaWrongKey",
         http_options=types.HttpOptions(base_url=fake.base_url, api_version="v1beta"),
@@ -223,9 +228,7 @@ async def test_wrong_key_is_a_400_api_key_invalid(fake: FakeGeminiServer) -> Non
     assert error_info["reason"] == "API_KEY_INVALID"
 
 
-async def test_prompt_block_is_a_200_without_candidates(
-    client: Any, fake: FakeGeminiServer
-) -> None:
+async def test_prompt_block_is_a_200_without_candidates(client: Any, fake: FakeServer) -> None:
     await fake.control.set_model(MODEL, {"faults": [{"kind": "content_filter"}]})
     response = await client.aio.models.generate_content(model=MODEL, contents="Hi")
     assert response.candidates is None
@@ -233,7 +236,7 @@ async def test_prompt_block_is_a_200_without_candidates(
     assert response.prompt_feedback.block_reason == types.BlockedReason.SAFETY
 
 
-async def test_safety_finish_after_some_text(client: Any, fake: FakeGeminiServer) -> None:
+async def test_safety_finish_after_some_text(client: Any, fake: FakeServer) -> None:
     await fake.control.set_model(MODEL, {"faults": [{"kind": "content_filter", "after_chunks": 3}]})
     chunks = [
         c async for c in await client.aio.models.generate_content_stream(model=MODEL, contents="Hi")
@@ -243,7 +246,7 @@ async def test_safety_finish_after_some_text(client: Any, fake: FakeGeminiServer
     assert any(r.blocked for r in chunks[-1].candidates[0].safety_ratings)
 
 
-async def test_thoughts_and_cached_tokens_are_reported(client: Any, fake: FakeGeminiServer) -> None:
+async def test_thoughts_and_cached_tokens_are_reported(client: Any, fake: FakeServer) -> None:
     await fake.control.set_model(
         MODEL, ModelBehaviour(answer_tokens=5, reasoning_tokens=40, cached_prompt_tokens=4)
     )

@@ -11,8 +11,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.fakes import FakeOpenAISettings, ModelBehaviour, StatusFault
-from adapters.fakes._gemini import FakeGeminiServer, serve_fake_gemini
+from adapters.fakes import (
+    FakeOpenAISettings,
+    FakeServer,
+    ModelBehaviour,
+    StatusFault,
+    serve_fake_gemini,
+)
 
 KEY = "AIzaFakeWireKey0123456789"
 MODEL = "gemini-2.5-flash"
@@ -20,7 +25,7 @@ HELLO: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": "Hello
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeGeminiServer]:
+async def fake() -> AsyncIterator[FakeServer]:
     async with serve_fake_gemini(FakeOpenAISettings(api_key=KEY)) as server:
         yield server
 
@@ -31,7 +36,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def url(fake: FakeGeminiServer, method: str = "generateContent", model: str = MODEL) -> str:
+def url(fake: FakeServer, method: str = "generateContent", model: str = MODEL) -> str:
     return f"{fake.base_url}/v1beta/models/{model}:{method}"
 
 
@@ -55,7 +60,7 @@ def sse_objects(raw: bytes) -> list[dict[str, Any]]:
 
 
 async def test_sse_stream_has_only_data_lines_and_cumulative_usage(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
+    fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:
     await fake.control.set_model(MODEL, ModelBehaviour(answer_tokens=4))
     async with http.post(
@@ -72,7 +77,7 @@ async def test_sse_stream_has_only_data_lines_and_cumulative_usage(
 
 
 async def test_stream_without_alt_sse_is_a_json_array(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
+    fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:
     await fake.control.set_model(MODEL, ModelBehaviour(answer_tokens=3))
     status, raw = await post(http, url(fake, "streamGenerateContent"))
@@ -82,7 +87,7 @@ async def test_stream_without_alt_sse_is_a_json_array(
     assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
 
 
-async def test_key_as_query_parameter_and_missing_key(fake: FakeGeminiServer) -> None:
+async def test_key_as_query_parameter_and_missing_key(fake: FakeServer) -> None:
     async with aiohttp.ClientSession() as anonymous:
         status, _ = await post(anonymous, url(fake), params={"key": KEY})
         assert status == 200
@@ -95,7 +100,7 @@ async def test_key_as_query_parameter_and_missing_key(fake: FakeGeminiServer) ->
 
 
 async def test_snake_case_fields_are_accepted(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
+    fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:
     body = {
         "system_instruction": {"parts": [{"text": "Be brief."}]},
@@ -147,7 +152,7 @@ async def test_snake_case_fields_are_accepted(
     ],
 )
 async def test_invalid_requests_get_gemini_400s(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession, body: Any, wording: str
+    fake: FakeServer, http: aiohttp.ClientSession, body: Any, wording: str
 ) -> None:
     status, raw = await post(http, url(fake), body)
     assert status == 400
@@ -171,7 +176,7 @@ async def test_unknown_model_is_404_naming_the_api_version(
 
 
 async def test_context_window_gives_the_input_token_count_400(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
+    fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:
     await fake.control.set_model(MODEL, ModelBehaviour(context_window=5))
     status, raw = await post(http, url(fake))
@@ -206,7 +211,7 @@ PRESETS: list[tuple[dict[str, Any], int, str, set[str]]] = [
 
 @pytest.mark.parametrize(("fault", "status", "rpc", "details"), PRESETS)
 async def test_status_faults_use_gemini_error_bodies(
-    fake: FakeGeminiServer,
+    fake: FakeServer,
     http: aiohttp.ClientSession,
     fault: dict[str, Any],
     status: int,
@@ -222,9 +227,7 @@ async def test_status_faults_use_gemini_error_bodies(
     assert {d["@type"].rpartition(".")[2] for d in error.get("details", [])} == details
 
 
-async def test_daily_quota_and_retry_delays(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
-) -> None:
+async def test_daily_quota_and_retry_delays(fake: FakeServer, http: aiohttp.ClientSession) -> None:
     fault = StatusFault(error="insufficient_quota", retry_after_ms=20138)
     await fake.control.set_model(MODEL, ModelBehaviour(faults=(fault,)))
     _, raw = await post(http, url(fake))
@@ -235,18 +238,14 @@ async def test_daily_quota_and_retry_delays(
     assert error["message"].endswith("Please retry in 20.138s.")
 
 
-async def test_bad_gateway_is_an_html_page(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
-) -> None:
+async def test_bad_gateway_is_an_html_page(fake: FakeServer, http: aiohttp.ClientSession) -> None:
     await fake.control.set_model(MODEL, {"faults": [{"kind": "status", "status": 502}]})
     async with http.post(url(fake), json=HELLO) as resp:
         assert resp.status == 502
         assert resp.headers["Content-Type"].startswith("text/html")
 
 
-async def stream_events(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
-) -> tuple[list[bytes], bool]:
+async def stream_events(fake: FakeServer, http: aiohttp.ClientSession) -> tuple[list[bytes], bool]:
     """The raw events of a stream and whether the body ended cleanly."""
     raw = b""
     clean = True
@@ -262,7 +261,7 @@ async def stream_events(
 
 
 async def test_mid_stream_error_event_then_eof(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
+    fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:
     await fake.control.set_model(
         MODEL, {"faults": [{"kind": "mid_stream_error", "after_chunks": 2, "error": "overloaded"}]}
@@ -280,7 +279,7 @@ async def test_mid_stream_error_event_then_eof(
 
 
 async def test_no_done_drops_the_finish_reason(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
+    fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:
     await fake.control.set_model(MODEL, {"answer_tokens": 3, "faults": [{"kind": "no_done"}]})
     events, clean = await stream_events(fake, http)
@@ -288,9 +287,7 @@ async def test_no_done_drops_the_finish_reason(
     assert all("finishReason" not in json.loads(e[6:])["candidates"][0] for e in events)
 
 
-async def test_malformed_line_then_the_rest(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
-) -> None:
+async def test_malformed_line_then_the_rest(fake: FakeServer, http: aiohttp.ClientSession) -> None:
     await fake.control.set_model(
         MODEL, {"answer_tokens": 3, "faults": [{"kind": "malformed_sse", "after_chunks": 1}]}
     )
@@ -301,9 +298,7 @@ async def test_malformed_line_then_the_rest(
     assert json.loads(events[-1][6:])["candidates"][0]["finishReason"] == "STOP"
 
 
-async def test_drop_cuts_the_connection(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
-) -> None:
+async def test_drop_cuts_the_connection(fake: FakeServer, http: aiohttp.ClientSession) -> None:
     await fake.control.set_model(MODEL, {"faults": [{"kind": "drop", "after_chunks": 2}]})
     events, clean = await stream_events(fake, http)
     assert not clean
@@ -311,7 +306,7 @@ async def test_drop_cuts_the_connection(
 
 
 async def test_model_names_may_contain_a_slash(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
+    fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:
     model = "tuned/my-model"
     await fake.control.set_model(model, ModelBehaviour(text="fixed answer"))
@@ -325,7 +320,7 @@ async def test_model_names_may_contain_a_slash(
 
 
 async def test_requests_are_counted_per_model(
-    fake: FakeGeminiServer, http: aiohttp.ClientSession
+    fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:
     await fake.control.set_model("m-a", {"faults": [{"kind": "status", "status": 503, "times": 1}]})
     for model in ("m-a", "m-a", "m-b"):

@@ -9,8 +9,8 @@ import pytest
 from adapters.fakes import (
     DropFault,
     FakeControlError,
-    FakeOpenAIServer,
     FakeOpenAISettings,
+    FakeServer,
     ModelBehaviour,
     StatusFault,
     serve_fake_openai,
@@ -21,15 +21,13 @@ def body_for(model: str, **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
 
 
-async def post_status(http: aiohttp.ClientSession, fake: FakeOpenAIServer, body: Any) -> int:
+async def post_status(http: aiohttp.ClientSession, fake: FakeServer, body: Any) -> int:
     async with http.post(fake.base_url + "/chat/completions", json=body) as resp:
         await resp.read()
         return resp.status
 
 
-async def test_counts_per_model_and_outcome(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
-) -> None:
+async def test_counts_per_model_and_outcome(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model(
         "flaky", {"faults": [{"kind": "status", "status": 503, "times": 2}]}
     )
@@ -48,7 +46,7 @@ async def test_counts_per_model_and_outcome(
 
 
 async def test_unparseable_requests_count_under_unknown(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     async with http.post(fake.base_url + "/chat/completions", data=b"nope") as resp:
         assert resp.status == 400
@@ -60,7 +58,7 @@ async def test_unparseable_requests_count_under_unknown(
 
 
 async def test_rate_faults_are_reproducible_with_a_seed(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     async def pattern(seed: int) -> list[int]:
         await fake.control.set_model(
@@ -74,7 +72,7 @@ async def test_rate_faults_are_reproducible_with_a_seed(
     assert await pattern(8) != first
 
 
-async def test_rate_and_times_combine(http: aiohttp.ClientSession, fake: FakeOpenAIServer) -> None:
+async def test_rate_and_times_combine(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model(
         "m", {"faults": [{"kind": "status", "status": 500, "rate": 1.0, "times": 2}]}
     )
@@ -82,7 +80,7 @@ async def test_rate_and_times_combine(http: aiohttp.ClientSession, fake: FakeOpe
     assert statuses == [500, 500, 200, 200]
 
 
-async def test_first_firing_fault_wins(http: aiohttp.ClientSession, fake: FakeOpenAIServer) -> None:
+async def test_first_firing_fault_wins(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model(
         "m",
         {
@@ -107,7 +105,7 @@ async def test_put_overlays_the_server_default() -> None:
         assert (await fake.control.get_model("other")) == default
 
 
-async def test_set_model_takes_a_struct(fake: FakeOpenAIServer) -> None:
+async def test_set_model_takes_a_struct(fake: FakeServer) -> None:
     behaviour = ModelBehaviour(
         answer_tokens=2,
         faults=(StatusFault(status=429, retry_after_s=1.5, times=1), DropFault(after_chunks=1)),
@@ -127,19 +125,19 @@ async def test_set_model_takes_a_struct(fake: FakeOpenAIServer) -> None:
         {"faults": [{"kind": "status", "error": "no_such_error"}]},
     ],
 )
-async def test_invalid_behaviour_is_rejected(fake: FakeOpenAIServer, patch: dict[str, Any]) -> None:
+async def test_invalid_behaviour_is_rejected(fake: FakeServer, patch: dict[str, Any]) -> None:
     with pytest.raises(FakeControlError, match="400"):
         await fake.control.set_model("m", patch)
 
 
 async def test_invalid_json_behaviour_is_rejected(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     async with http.put(fake.url + "/_fake/models/m", data=b"[1, 2]") as resp:
         assert resp.status == 400
 
 
-async def test_delete_and_reset(http: aiohttp.ClientSession, fake: FakeOpenAIServer) -> None:
+async def test_delete_and_reset(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model("a", {"faults": [{"kind": "status", "status": 500}]})
     await fake.control.set_model("b", {"faults": [{"kind": "status", "status": 500}]})
     assert await post_status(http, fake, body_for("a")) == 500
@@ -157,7 +155,7 @@ async def test_delete_and_reset(http: aiohttp.ClientSession, fake: FakeOpenAISer
 
 
 async def test_request_log_keeps_bodies_but_never_keys(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer, api_key: str
+    http: aiohttp.ClientSession, fake: FakeServer, api_key: str
 ) -> None:
     body = body_for("m", stream=True, max_completion_tokens=9, metadata={"task": "t"})
     assert await post_status(http, fake, body) == 200
@@ -176,9 +174,7 @@ async def test_request_log_keeps_bodies_but_never_keys(
     assert len(msgspec.json.decode(raw)["requests"]) == 2
 
 
-async def test_model_names_with_slashes(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
-) -> None:
+async def test_model_names_with_slashes(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     model = "meta-llama/Llama-3.3-70B"
     await fake.control.set_model(model, {"faults": [{"kind": "status", "status": 503}]})
     assert await post_status(http, fake, body_for(model)) == 503

@@ -8,7 +8,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
-from adapters.fakes import FakeOpenAIServer, FakeOpenAISettings, serve_fake_openai
+from adapters.fakes import FakeOpenAISettings, FakeServer, serve_fake_openai
 
 MESSAGES: list[Any] = [
     {"role": "system", "content": "Be brief."},
@@ -242,7 +242,7 @@ async def test_named_tool_choice_calls_that_function(client: openai.AsyncOpenAI)
 
 
 async def test_auto_tool_choice_follows_the_model_script(
-    client: openai.AsyncOpenAI, fake: FakeOpenAIServer
+    client: openai.AsyncOpenAI, fake: FakeServer
 ) -> None:
     auto = await client.chat.completions.create(
         model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL], tool_choice="auto"
@@ -262,7 +262,7 @@ async def test_auto_tool_choice_follows_the_model_script(
 
 
 async def test_rate_limit_is_a_rate_limit_error_with_retry_after(
-    client: openai.AsyncOpenAI, fake: FakeOpenAIServer
+    client: openai.AsyncOpenAI, fake: FakeServer
 ) -> None:
     await fake.control.set_model(
         "gpt-4o", {"faults": [{"kind": "status", "status": 429, "retry_after_s": 2, "times": 1}]}
@@ -283,7 +283,7 @@ async def test_rate_limit_is_a_rate_limit_error_with_retry_after(
     assert ok.choices[0].finish_reason == "stop"
 
 
-async def test_insufficient_quota(client: openai.AsyncOpenAI, fake: FakeOpenAIServer) -> None:
+async def test_insufficient_quota(client: openai.AsyncOpenAI, fake: FakeServer) -> None:
     await fake.control.set_model(
         "gpt-4o", {"faults": [{"kind": "status", "error": "insufficient_quota"}]}
     )
@@ -295,7 +295,7 @@ async def test_insufficient_quota(client: openai.AsyncOpenAI, fake: FakeOpenAISe
 
 
 async def test_context_overflow_is_a_bad_request(
-    client: openai.AsyncOpenAI, fake: FakeOpenAIServer
+    client: openai.AsyncOpenAI, fake: FakeServer
 ) -> None:
     await fake.control.set_model("gpt-4o", {"context_window": 17})
     with pytest.raises(openai.BadRequestError) as caught:
@@ -317,9 +317,7 @@ async def test_context_overflow_is_a_bad_request(
     await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
 
 
-async def test_context_overflow_as_a_fault(
-    client: openai.AsyncOpenAI, fake: FakeOpenAIServer
-) -> None:
+async def test_context_overflow_as_a_fault(client: openai.AsyncOpenAI, fake: FakeServer) -> None:
     await fake.control.set_model(
         "gpt-4o", {"faults": [{"kind": "status", "error": "context_length_exceeded"}]}
     )
@@ -330,7 +328,7 @@ async def test_context_overflow_as_a_fault(
     assert "resulted in 18 tokens" in caught.value.message
 
 
-async def test_wrong_key_is_an_authentication_error(fake: FakeOpenAIServer) -> None:
+async def test_wrong_key_is_an_authentication_error(fake: FakeServer) -> None:
     wrong = "sk-wrong-key-that-is-long-enough-9876"
     async with openai.AsyncOpenAI(base_url=fake.base_url, api_key=wrong, max_retries=0) as sdk:
         with pytest.raises(openai.AuthenticationError) as caught:
@@ -352,7 +350,7 @@ async def test_wrong_key_is_an_authentication_error(fake: FakeOpenAIServer) -> N
 )
 async def test_server_errors(
     client: openai.AsyncOpenAI,
-    fake: FakeOpenAIServer,
+    fake: FakeServer,
     fault: dict[str, object],
     status: int,
     needle: str,
@@ -366,7 +364,7 @@ async def test_server_errors(
 
 
 async def test_mid_stream_error_raises_api_error(
-    client: openai.AsyncOpenAI, fake: FakeOpenAIServer
+    client: openai.AsyncOpenAI, fake: FakeServer
 ) -> None:
     await fake.control.set_model(
         "gpt-4o", {"faults": [{"kind": "mid_stream_error", "after_chunks": 3}]}
@@ -388,7 +386,7 @@ async def test_mid_stream_error_raises_api_error(
     assert len([r for r in received if r]) == 3
 
 
-async def test_sdk_retries_honour_retry_after_ms(fake: FakeOpenAIServer, api_key: str) -> None:
+async def test_sdk_retries_honour_retry_after_ms(fake: FakeServer, api_key: str) -> None:
     await fake.control.set_model(
         "gpt-4o",
         {"faults": [{"kind": "status", "status": 429, "retry_after_ms": 10, "times": 2}]},
@@ -403,9 +401,7 @@ async def test_sdk_retries_honour_retry_after_ms(fake: FakeOpenAIServer, api_key
     assert [r.headers["x-stainless-retry-count"] for r in log] == ["0", "1", "2"]
 
 
-async def test_content_filter_cuts_the_answer(
-    client: openai.AsyncOpenAI, fake: FakeOpenAIServer
-) -> None:
+async def test_content_filter_cuts_the_answer(client: openai.AsyncOpenAI, fake: FakeServer) -> None:
     await fake.control.set_model(
         "gpt-4o", {"faults": [{"kind": "content_filter", "after_chunks": 2}]}
     )
@@ -417,7 +413,7 @@ async def test_content_filter_cuts_the_answer(
 
 
 async def test_reasoning_and_cached_tokens_in_usage(
-    client: openai.AsyncOpenAI, fake: FakeOpenAIServer
+    client: openai.AsyncOpenAI, fake: FakeServer
 ) -> None:
     await fake.control.set_model("o3", {"reasoning_tokens": 7, "cached_prompt_tokens": 4})
     completion = await client.chat.completions.create(model="o3", messages=MESSAGES)
@@ -455,7 +451,7 @@ async def test_model_list_and_unknown_models() -> None:
 
 
 async def test_scripted_auth_failure(
-    client: openai.AsyncOpenAI, fake: FakeOpenAIServer, api_key: str
+    client: openai.AsyncOpenAI, fake: FakeServer, api_key: str
 ) -> None:
     await fake.control.set_model("gpt-4o", {"faults": [{"kind": "status", "status": 401}]})
     with pytest.raises(openai.AuthenticationError) as caught:

@@ -8,7 +8,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.fakes import FakeOpenAIServer, ModelBehaviour, count_prompt_tokens
+from adapters.fakes import FakeServer, ModelBehaviour, count_prompt_tokens
 from adapters.fakes._answer import plan_answer
 from adapters.fakes._prompt import ChatRequest
 
@@ -59,7 +59,7 @@ def test_prompt_tokens_for_parts_names_tool_calls_and_tools() -> None:
 
 
 async def test_server_reports_the_documented_count(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     body: dict[str, Any] = {
         "model": "gpt-4o",

@@ -12,7 +12,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from adapters.fakes import FakeOpenAIServer
+from adapters.fakes import FakeServer
 
 BODY: dict[str, Any] = {
     "model": "gpt-4o",
@@ -21,7 +21,7 @@ BODY: dict[str, Any] = {
 STREAM: dict[str, Any] = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
 
 
-def chat_url(fake: FakeOpenAIServer) -> str:
+def chat_url(fake: FakeServer) -> str:
     return fake.base_url + "/chat/completions"
 
 
@@ -36,7 +36,7 @@ def events(body: bytes) -> list[bytes]:
     return out
 
 
-async def post(http: aiohttp.ClientSession, fake: FakeOpenAIServer, body: Any) -> tuple[int, bytes]:
+async def post(http: aiohttp.ClientSession, fake: FakeServer, body: Any) -> tuple[int, bytes]:
     async with http.post(chat_url(fake), json=body) as resp:
         return resp.status, await resp.read()
 
@@ -47,7 +47,7 @@ async def read_into(resp: aiohttp.ClientResponse, received: bytearray) -> None:
         received += data
 
 
-async def test_sse_framing_is_exact(http: aiohttp.ClientSession, fake: FakeOpenAIServer) -> None:
+async def test_sse_framing_is_exact(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     async with http.post(chat_url(fake), json=STREAM) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
@@ -77,7 +77,7 @@ async def test_sse_framing_is_exact(http: aiohttp.ClientSession, fake: FakeOpenA
 
 
 async def test_without_include_usage_chunks_omit_usage(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     status, body = await post(http, fake, {**BODY, "stream": True})
     assert status == 200
@@ -87,9 +87,7 @@ async def test_without_include_usage_chunks_omit_usage(
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
-async def test_chunks_setting_groups_tokens(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
-) -> None:
+async def test_chunks_setting_groups_tokens(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model("gpt-4o", {"answer_tokens": 10, "chunks": 4})
     _, body = await post(http, fake, STREAM)
     chunks = [json.loads(p) for p in events(body)[:-1]]
@@ -100,7 +98,7 @@ async def test_chunks_setting_groups_tokens(
 
 
 async def test_drop_cuts_the_stream_without_terminator(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await fake.control.set_model("gpt-4o", {"faults": [{"kind": "drop", "after_chunks": 2}]})
     received = bytearray()
@@ -114,9 +112,7 @@ async def test_drop_cuts_the_stream_without_terminator(
     assert b'finish_reason":"stop' not in received
 
 
-async def test_drop_before_anything_is_sent(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
-) -> None:
+async def test_drop_before_anything_is_sent(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model("gpt-4o", {"faults": [{"kind": "drop"}]})
     received = bytearray()
     async with http.post(chat_url(fake), json=STREAM) as resp:
@@ -126,7 +122,7 @@ async def test_drop_before_anything_is_sent(
 
 
 async def test_drop_cuts_a_non_streaming_body(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await fake.control.set_model("gpt-4o", {"faults": [{"kind": "drop"}]})
     async with http.post(chat_url(fake), json=BODY) as resp:
@@ -136,7 +132,7 @@ async def test_drop_cuts_a_non_streaming_body(
 
 
 async def test_no_done_ends_cleanly_without_terminator(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await fake.control.set_model("gpt-4o", {"faults": [{"kind": "no_done"}]})
     status, body = await post(http, fake, STREAM)
@@ -149,7 +145,7 @@ async def test_no_done_ends_cleanly_without_terminator(
 
 
 async def test_no_done_does_not_touch_non_streaming(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await fake.control.set_model("gpt-4o", {"faults": [{"kind": "no_done", "times": 1}]})
     status, _ = await post(http, fake, BODY)
@@ -162,7 +158,7 @@ async def test_no_done_does_not_touch_non_streaming(
 
 
 async def test_malformed_sse_line_then_the_stream_goes_on(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
+    http: aiohttp.ClientSession, fake: FakeServer
 ) -> None:
     await fake.control.set_model(
         "gpt-4o", {"faults": [{"kind": "malformed_sse", "after_chunks": 1, "line": "data: {oops"}]}
@@ -176,7 +172,7 @@ async def test_malformed_sse_line_then_the_stream_goes_on(
     assert chunks[-1]["usage"]["completion_tokens"] == 16
 
 
-async def test_mid_stream_error_event(http: aiohttp.ClientSession, fake: FakeOpenAIServer) -> None:
+async def test_mid_stream_error_event(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model(
         "gpt-4o",
         {"faults": [{"kind": "mid_stream_error", "after_chunks": 1, "error": "overloaded"}]},
@@ -195,7 +191,7 @@ async def test_mid_stream_error_event(http: aiohttp.ClientSession, fake: FakeOpe
     }
 
 
-async def test_hang_before_headers(http: aiohttp.ClientSession, fake: FakeOpenAIServer) -> None:
+async def test_hang_before_headers(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model(
         "gpt-4o", {"faults": [{"kind": "hang_before_headers", "times": 1}]}
     )
@@ -210,7 +206,7 @@ async def test_hang_before_headers(http: aiohttp.ClientSession, fake: FakeOpenAI
     assert stats.models["gpt-4o"].outcomes == {"hang_before_headers": 1, "ok": 1}
 
 
-async def test_hang_before_first_token(http: aiohttp.ClientSession, fake: FakeOpenAIServer) -> None:
+async def test_hang_before_first_token(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model("gpt-4o", {"faults": [{"kind": "hang_before_first_token"}]})
     async with http.post(chat_url(fake), json=STREAM) as resp:
         assert resp.status == 200  # the headers arrive...
@@ -219,9 +215,7 @@ async def test_hang_before_first_token(http: aiohttp.ClientSession, fake: FakeOp
                 await resp.content.readany()  # ...the first event never does
 
 
-async def test_delays_hold_back_the_answer(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
-) -> None:
+async def test_delays_hold_back_the_answer(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model(
         "gpt-4o",
         {"answer_tokens": 3, "header_delay_s": 0.05, "ttft_s": 0.05, "chunk_delay_s": 0.05},
@@ -241,7 +235,7 @@ async def test_delays_hold_back_the_answer(
     assert rest.endswith(b"data: [DONE]\n\n")
 
 
-async def test_status_fault_headers(http: aiohttp.ClientSession, fake: FakeOpenAIServer) -> None:
+async def test_status_fault_headers(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model(
         "gpt-4o",
         {
@@ -269,9 +263,7 @@ async def test_status_fault_headers(http: aiohttp.ClientSession, fake: FakeOpenA
     assert set(body["error"]) == {"message", "type", "param", "code"}
 
 
-async def test_request_too_large_is_not_json(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
-) -> None:
+async def test_request_too_large_is_not_json(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     await fake.control.set_model("gpt-4o", {"faults": [{"kind": "status", "status": 413}]})
     async with http.post(chat_url(fake), json=BODY) as resp:
         assert resp.status == 413
@@ -304,7 +296,7 @@ async def test_request_too_large_is_not_json(
 )
 async def test_invalid_requests_get_400(
     http: aiohttp.ClientSession,
-    fake: FakeOpenAIServer,
+    fake: FakeServer,
     body: bytes,
     param: str | None,
     code: str | None,
@@ -326,7 +318,7 @@ async def test_invalid_requests_get_400(
     assert status == 500
 
 
-async def test_missing_key_is_401_without_code(fake: FakeOpenAIServer) -> None:
+async def test_missing_key_is_401_without_code(fake: FakeServer) -> None:
     async with aiohttp.ClientSession() as anonymous:
         status, body = await post(anonymous, fake, BODY)
     assert status == 401
@@ -335,9 +327,7 @@ async def test_missing_key_is_401_without_code(fake: FakeOpenAIServer) -> None:
     assert error["message"].startswith("You didn't provide an API key.")
 
 
-async def test_non_streaming_body_shape(
-    http: aiohttp.ClientSession, fake: FakeOpenAIServer
-) -> None:
+async def test_non_streaming_body_shape(http: aiohttp.ClientSession, fake: FakeServer) -> None:
     status, body = await post(http, fake, BODY)
     assert status == 200
     completion = json.loads(body)

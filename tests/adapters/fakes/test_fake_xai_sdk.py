@@ -10,8 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from adapters.fakes import FakeOpenAISettings
-from adapters.fakes._xai import FakeXAIServer, serve_fake_xai
+from adapters.fakes import FakeOpenAISettings, FakeServer, serve_fake_xai
 
 API_KEY = "xai-fake-test-key-0123456789abcdef"
 MESSAGES: list[Any] = [
@@ -34,13 +33,13 @@ WEATHER_TOOL: Any = {
 
 
 @pytest.fixture
-async def xai() -> AsyncIterator[FakeXAIServer]:
+async def xai() -> AsyncIterator[FakeServer]:
     async with serve_fake_xai(FakeOpenAISettings(api_key=API_KEY)) as server:
         yield server
 
 
 @pytest.fixture
-async def client(xai: FakeXAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
+async def client(xai: FakeServer) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(base_url=xai.base_url, api_key=API_KEY, max_retries=0) as sdk:
         yield sdk
 
@@ -53,7 +52,7 @@ def is_uuid(text: str) -> bool:
 
 
 async def test_non_streaming_completion_has_xai_ids_and_usage(
-    client: openai.AsyncOpenAI, xai: FakeXAIServer
+    client: openai.AsyncOpenAI, xai: FakeServer
 ) -> None:
     await xai.control.set_model("grok-4", {"reasoning_tokens": 7, "cached_prompt_tokens": 4})
     completion = await client.chat.completions.create(model="grok-4", messages=MESSAGES)
@@ -77,7 +76,7 @@ async def test_non_streaming_completion_has_xai_ids_and_usage(
     assert usage.model_extra == {"num_sources_used": 0}
 
 
-async def test_stream_with_usage(client: openai.AsyncOpenAI, xai: FakeXAIServer) -> None:
+async def test_stream_with_usage(client: openai.AsyncOpenAI, xai: FakeServer) -> None:
     await xai.control.set_model("grok-4", {"reasoning_tokens": 3})
     whole = await client.chat.completions.create(model="grok-4", messages=MESSAGES)
     stream = await client.chat.completions.create(
@@ -121,7 +120,7 @@ async def test_tool_call_streamed_and_not(client: openai.AsyncOpenAI) -> None:
 
 
 async def test_rate_limit_with_retry_after_is_flat(
-    client: openai.AsyncOpenAI, xai: FakeXAIServer
+    client: openai.AsyncOpenAI, xai: FakeServer
 ) -> None:
     await xai.control.set_model(
         "grok-4", {"faults": [{"kind": "status", "status": 429, "retry_after_s": 3}]}
@@ -140,7 +139,7 @@ async def test_rate_limit_with_retry_after_is_flat(
     assert err.response.json() == {"code": "Some resource has been exhausted", "error": err.body}
 
 
-async def test_bad_key_is_a_400_bad_request(xai: FakeXAIServer) -> None:
+async def test_bad_key_is_a_400_bad_request(xai: FakeServer) -> None:
     wrong = "xai-wrong-key-long-enough-98zq"
     async with openai.AsyncOpenAI(base_url=xai.base_url, api_key=wrong, max_retries=0) as sdk:
         with pytest.raises(openai.BadRequestError) as caught:
@@ -154,7 +153,7 @@ async def test_bad_key_is_a_400_bad_request(xai: FakeXAIServer) -> None:
     assert wrong not in err.response.text
 
 
-async def test_sdk_retries_a_capacity_503_then_succeeds(xai: FakeXAIServer) -> None:
+async def test_sdk_retries_a_capacity_503_then_succeeds(xai: FakeServer) -> None:
     await xai.control.set_model(
         "grok-4",
         {"faults": [{"kind": "status", "error": "overloaded", "retry_after_ms": 10, "times": 1}]},
@@ -187,7 +186,7 @@ async def test_sdk_retries_a_capacity_503_then_succeeds(xai: FakeXAIServer) -> N
 )
 async def test_other_errors_parse(
     client: openai.AsyncOpenAI,
-    xai: FakeXAIServer,
+    xai: FakeServer,
     fault: dict[str, object],
     exception: type[openai.APIStatusError],
     status: int,
@@ -202,7 +201,7 @@ async def test_other_errors_parse(
 
 
 async def test_mid_stream_flat_error_raises_api_error(
-    client: openai.AsyncOpenAI, xai: FakeXAIServer
+    client: openai.AsyncOpenAI, xai: FakeServer
 ) -> None:
     await xai.control.set_model(
         "grok-4",
@@ -219,7 +218,7 @@ async def test_mid_stream_flat_error_raises_api_error(
     assert len([r for r in received if r]) == 3
 
 
-async def test_raw_wire_of_errors_and_stream(xai: FakeXAIServer) -> None:
+async def test_raw_wire_of_errors_and_stream(xai: FakeServer) -> None:
     url = xai.base_url + "/chat/completions"
     body = {"model": "grok-4", "messages": MESSAGES}
     async with aiohttp.ClientSession() as http:
