@@ -157,7 +157,9 @@ def answer_seed(request: ChatRequest) -> int:
         h.update(b"\x00" + message.role.encode("utf-8", "surrogatepass") + b"\x01")
         content = message.content
         if isinstance(content, str):
-            h.update(content.encode("utf-8", "surrogatepass"))
+            # The same as a one-part list: protocols without string content (Gemini) must get
+            # the same answer for the same words.
+            h.update(b"\x02text\x03" + content.encode("utf-8", "surrogatepass"))
         elif content is not None:
             for part in content:
                 text = (part.text or "").encode("utf-8", "surrogatepass")
