@@ -59,6 +59,7 @@ from events import (
 
 from ._api import ChatCompletionRequest
 from ._breaker import Breaker, BreakerState, Transition
+from ._cascade import HeldAnswer, cascade_check
 from ._config import Config
 from ._errors import TollgateError
 from ._estimate import measure_prompt
@@ -267,11 +268,15 @@ class Executor:
         decision = d.decision
         if not decision.cascade:
             return await self._dispatch(d, decision.chain)
-        held = d.holding = _HeldAnswer()
+        held = d.holding = HeldAnswer()
         real_sink, d.sink = d.sink, held
         success = await self._dispatch(d, decision.cascade)
         d.sink, d.holding = real_sink, None
-        reason = "failed" if success is None else _cascade_check(d.call.request, held, success)
+        reason = (
+            "failed"
+            if success is None
+            else cascade_check(d.call.request, held, _finish_reason(success.progress))
+        )
         if success is not None and reason is None:
             try:
                 await held.replay(real_sink)
@@ -300,7 +305,7 @@ class Executor:
         received_ns = d.call.received_ns
         ttft = None if success.first_ns is None else success.first_ns - received_ns
         usage = _token_usage(progress.usage)
-        finish = progress.finish.reason if progress.finish is not None else "other"
+        finish = _finish_reason(progress)
         d.pending.append(
             RequestCompleted(
                 **d.stamp.envelope(),
@@ -540,7 +545,7 @@ class Executor:
                 ttft_ns=None if progress.first_ns is None else progress.first_ns - started_ns,
                 ttlt_ns=end_ns - started_ns,
                 chunks=progress.chunks,
-                finish_reason=progress.finish.reason if progress.finish is not None else "other",
+                finish_reason=_finish_reason(progress),
                 usage=_token_usage(progress.usage),
             )
         )
@@ -663,104 +668,6 @@ class _Success:
         self.first_ns = progress.first_ns
 
 
-class _HeldAnswer:
-    """A sink that keeps a cascade's cheap answer until it has passed its checks."""
-
-    def __init__(self) -> None:
-        self.served: Served | None = None
-        self.chunks: list[TextDelta | ToolCallDelta] = []
-
-    async def begin(self, served: Served) -> None:
-        self.served = served
-
-    async def send(self, chunks: Sequence[TextDelta | ToolCallDelta]) -> None:
-        self.chunks.extend(chunks)
-
-    def clear(self) -> None:
-        self.served = None
-        self.chunks.clear()
-
-    async def replay(self, sink: ResponseSink) -> None:
-        assert self.served is not None
-        await sink.begin(self.served)
-        if self.chunks:
-            await sink.send(self.chunks)
-
-    def text(self) -> str:
-        return "".join(c.text for c in self.chunks if isinstance(c, TextDelta))
-
-
-def _cascade_check(
-    request: ChatCompletionRequest, held: _HeldAnswer, success: _Success
-) -> str | None:
-    """Why the cheap answer is not good enough, or None when it passes. Deterministic only."""
-    finish = success.progress.finish.reason if success.progress.finish is not None else "other"
-    if finish in ("length", "context_overflow"):
-        return "truncated"
-    if finish == "content_filter":
-        return "refused"
-    if not held.chunks:
-        return "empty"
-    calls = any(isinstance(c, ToolCallDelta) for c in held.chunks)
-    text = held.text()
-    if not calls and not text.strip():
-        return "empty"
-    wanted = (request.response_format or {}).get("type")
-    if wanted in ("json_object", "json_schema") and not calls:
-        try:
-            value = msgspec.json.decode(text)
-        except msgspec.DecodeError:
-            return "invalid_json"
-        schema = ((request.response_format or {}).get("json_schema") or {}).get("schema")
-        if wanted == "json_schema" and isinstance(schema, dict) and not _matches(value, schema):
-            return "schema_mismatch"
-    return None
-
-
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "integer": int,
-    "number": (int, float),
-    "boolean": bool,
-    "null": type(None),
-}
-
-
-def _matches(value: Any, schema: dict[str, Any]) -> bool:
-    """A structural check of the JSON Schema keywords structured output uses: type, required,
-    properties, items, enum. It catches the cheap model's usual failures (missing keys, wrong
-    types); it is not a full validator."""
-    expected = schema.get("type")
-    types = expected if isinstance(expected, list) else [expected] if expected else []
-    if types:
-        allowed = tuple(t for name in types for t in _flatten(_JSON_TYPES.get(name, object)))
-        # bool is an int in Python, but not an integer or a number in JSON.
-        if isinstance(value, bool) and bool not in allowed:
-            return False
-        if not isinstance(value, allowed):
-            return False
-    if "enum" in schema and value not in schema["enum"]:
-        return False
-    if isinstance(value, dict):
-        if any(key not in value for key in schema.get("required", ())):
-            return False
-        properties = schema.get("properties", {})
-        return all(
-            _matches(value[key], sub)
-            for key, sub in properties.items()
-            if key in value and isinstance(sub, dict)
-        )
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return all(_matches(item, schema["items"]) for item in value)
-    return True
-
-
-def _flatten(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kinds if isinstance(kinds, tuple) else (kinds,)
-
-
 class _Dispatch:
     """One request's dispatch state, shared by the attempts."""
 
@@ -803,7 +710,7 @@ class _Dispatch:
         # Monotonic seconds by which the request must be over; waits never run past it.
         self.deadline = 0.0
         # Set while a cascade's cheap answer is held back: nothing reaches the client yet.
-        self.holding: _HeldAnswer | None = None
+        self.holding: HeldAnswer | None = None
 
 
 def _decision_events(stamp: _Stamp, decision: RouteDecision, input_estimate: int) -> list[Event]:
@@ -910,6 +817,10 @@ def _all_failed(failures: list[dict[str, Any]]) -> TollgateError:
         status=status,
         details={"attempts": failures},
     )
+
+
+def _finish_reason(progress: _Progress) -> str:
+    return progress.finish.reason if progress.finish is not None else "other"
 
 
 def _token_usage(usage: Usage) -> TokenUsage:

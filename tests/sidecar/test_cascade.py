@@ -16,7 +16,7 @@ from adapters.fakes import (
     StatusFault,
 )
 from events import CascadeEscalated, RequestCompleted
-from sidecar._executor import _matches
+from sidecar._cascade import matches_schema
 from sidecar._service import Sidecar
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Answer carefully."}]
@@ -145,11 +145,11 @@ async def test_a_schema_conforming_cheap_answer_is_kept(
     ],
 )
 def test_schema_check(value: Any, ok: bool) -> None:
-    assert _matches(value, SCHEMA["json_schema"]["schema"]) is ok  # type: ignore[index]
+    assert matches_schema(value, SCHEMA["json_schema"]["schema"]) is ok  # type: ignore[index]
 
 
 def test_schema_check_arrays_and_enums() -> None:
     schema = {"type": "array", "items": {"enum": ["a", "b"]}}
-    assert _matches(["a", "b", "a"], schema)
-    assert not _matches(["a", "c"], schema)
-    assert _matches(None, {"type": ["string", "null"]})
+    assert matches_schema(["a", "b", "a"], schema)
+    assert not matches_schema(["a", "c"], schema)
+    assert matches_schema(None, {"type": ["string", "null"]})

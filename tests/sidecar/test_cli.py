@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import anyio
 import msgspec
+from anyio.abc import Process
 from e2e_helpers import config_text
 
 from adapters.fakes import FakeOpenAIServer
 from events import RequestCompleted, open_sqlite_store
 
 TOLLGATE = [sys.executable, "-c", "import sys; from sidecar._cli import main; sys.exit(main())"]
+
+
+@contextlib.asynccontextmanager
+async def running(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Process]:
+    """``tollgate ARGS`` as a process, killed on the way out if it is still running."""
+    process = await anyio.open_process([*TOLLGATE, *args], env=env)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def stop(process: Process) -> int:
+    """SIGTERM, then the exit status (a clean shutdown is 0)."""
+    process.send_signal(signal.SIGTERM)
+    with anyio.fail_after(20):
+        return await process.wait()
 
 
 def test_demo_runs_and_prints_the_table() -> None:
@@ -68,9 +90,8 @@ async def test_serve_answers_then_shuts_down_cleanly_on_sigterm(
     config = short_dir / "tollgate.toml"
     config.write_text(config_text(fake.base_url))
     env = {**os.environ, "TEST_PROVIDER_KEY": "fake-key", "TEST_BACKUP_KEY": "fake-key"}
-    process = await anyio.open_process([*TOLLGATE, "serve", "--config", str(config)], env=env)
     socket_path = short_dir / "s.sock"
-    try:
+    async with running("serve", "--config", str(config), env=env) as process:
         with anyio.fail_after(20):
             # Another process creates it: there is nothing to wait on but the file system.
             while not socket_path.exists():  # noqa: ASYNC110
@@ -85,13 +106,7 @@ async def test_serve_answers_then_shuts_down_cleanly_on_sigterm(
         ):
             assert response.status == 200
             request_id = response.headers["x-tollgate-request-id"]
-        process.send_signal(signal.SIGTERM)
-        with anyio.fail_after(20):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        assert await stop(process) == 0
     assert not socket_path.exists()  # removed on the way out
     async with open_sqlite_store(str(short_dir / "events.db")) as store:
         events = await store.read_request(request_id)
@@ -99,8 +114,7 @@ async def test_serve_answers_then_shuts_down_cleanly_on_sigterm(
 
 
 async def test_fakes_command_prints_its_url_and_serves() -> None:
-    process = await anyio.open_process([*TOLLGATE, "fakes"])
-    try:
+    async with running("fakes") as process:
         assert process.stdout is not None
         with anyio.fail_after(20):
             line = b""
@@ -113,10 +127,4 @@ async def test_fakes_command_prints_its_url_and_serves() -> None:
         assert url.startswith("http://127.0.0.1:")
         async with aiohttp.ClientSession() as session, session.get(f"{url}/models") as response:
             assert response.status == 200
-        process.send_signal(signal.SIGTERM)
-        with anyio.fail_after(20):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        assert await stop(process) == 0
