@@ -177,9 +177,6 @@ class Executor:
         self._breakers = {name: Breaker(name, config.breaker) for name in config.providers}
         self._random = random.Random()
 
-    def breaker_states(self) -> dict[str, BreakerState]:
-        return {name: breaker.state for name, breaker in self._breakers.items()}
-
     async def execute(self, call: Call, sink: ResponseSink) -> Outcome:
         """Serve ``call`` through ``sink``; raise :class:`TollgateError` if it can't be served.
 
@@ -346,16 +343,13 @@ class Executor:
             if route_config.max_retry_wait_s is not None
             else self._config.retry.max_wait_s
         )
-        skipped_providers: set[str] = set()
-        # After a context overflow only a larger window can help.
-        overflowed_window = 0
         previous: tuple[Candidate, str] | None = None
         for candidate in chain:
             skip = (
                 "provider_failed"
-                if candidate.provider in skipped_providers
+                if candidate.provider in d.failed_providers
                 else "smaller_context"
-                if candidate.context_window <= overflowed_window
+                if candidate.context_window <= d.overflowed_window
                 else None
             )
             retries = 0
@@ -396,9 +390,9 @@ class Executor:
                     raise error
                 if step.action is not Action.RETRY:
                     if step.action is Action.SKIP_PROVIDER:
-                        skipped_providers.add(candidate.provider)
+                        d.failed_providers.add(candidate.provider)
                     elif step.action is Action.FALLBACK_LARGER:
-                        overflowed_window = max(overflowed_window, candidate.context_window)
+                        d.overflowed_window = max(d.overflowed_window, candidate.context_window)
                     break
                 retries += 1
                 d.pending.append(
@@ -677,9 +671,11 @@ class _Dispatch:
         "deadline",
         "decision",
         "delivered",
+        "failed_providers",
         "failures",
         "fallbacks",
         "holding",
+        "overflowed_window",
         "pending",
         "sink",
         "skipped",
@@ -709,6 +705,10 @@ class _Dispatch:
         self.delivered = 0
         # Monotonic seconds by which the request must be over; waits never run past it.
         self.deadline = 0.0
+        # Providers that can't serve this request at all (auth, quota, model gone).
+        self.failed_providers: set[str] = set()
+        # After a context overflow only a larger window than this can help.
+        self.overflowed_window = 0
         # Set while a cascade's cheap answer is held back: nothing reaches the client yet.
         self.holding: HeldAnswer | None = None
 
