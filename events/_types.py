@@ -22,11 +22,18 @@ __all__ = [
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
+    "BudgetLimitChanged",
+    "BudgetOverrun",
+    "BudgetRefused",
+    "BudgetReservationExpired",
+    "BudgetReserved",
+    "BudgetToppedUp",
     "CandidateSkipped",
     "CascadeEscalated",
     "CircuitClosed",
     "CircuitHalfOpened",
     "CircuitOpened",
+    "CostSettled",
     "DroppedCandidate",
     "Event",
     "EventBase",
@@ -202,6 +209,79 @@ class CircuitClosed(EventBase, frozen=True, tag="circuit_closed.v1"):
     provider: str
 
 
+class BudgetReserved(EventBase, frozen=True, tag="budget_reserved.v1"):
+    """The worst-case price of the next paid call, held against every budget that applies.
+
+    Durable before the provider is called. ``budgets`` are budget keys
+    (``<budget name>/<scope value>/<period>``, e.g. ``tenant-monthly/acme/2026-11``).
+    """
+
+    reservation_id: str
+    budgets: list[str]
+    amount_micros: int
+    # Wall-clock ns after which an unsettled reservation is counted as spent.
+    expires_at_ns: int
+    model: str
+    provider: str
+
+
+class BudgetToppedUp(EventBase, frozen=True, tag="budget_topped_up.v1"):
+    """The reservation grew before a pricier call (a fallback, a retry after a paid failure)."""
+
+    reservation_id: str
+    amount_micros: int
+    model: str
+    provider: str
+
+
+class BudgetRefused(EventBase, frozen=True, tag="budget_refused.v1"):
+    """A reservation (or top-up) would have passed a budget's limit: no provider was called."""
+
+    budget: str
+    limit_micros: int
+    spent_micros: int
+    reserved_micros: int
+    needed_micros: int
+
+
+class CostSettled(EventBase, frozen=True, tag="cost_settled.v1"):
+    """One attempt's actual cost, from the provider's reported usage.
+
+    It moves ``cost_micros`` from held to spent; ``final`` releases what is left of the hold.
+    """
+
+    reservation_id: str
+    attempt: int
+    model: str
+    provider: str
+    usage: TokenUsage
+    cost_micros: int
+    final: bool
+
+
+class BudgetOverrun(EventBase, frozen=True, tag="budget_overrun.v1"):
+    """A provider billed more than the reserved worst case (the only way past a limit)."""
+
+    reservation_id: str
+    reserved_micros: int
+    actual_micros: int
+
+
+class BudgetReservationExpired(EventBase, frozen=True, tag="budget_reservation_expired.v1"):
+    """A reservation that was never settled is counted as spent at what it still held."""
+
+    reservation_id: str
+    counted_micros: int
+
+
+class BudgetLimitChanged(EventBase, frozen=True, tag="budget_limit_changed.v1"):
+    """An operator changed a budget's limit at run time (``budget`` is the budget's name, or a
+    key for one scope value)."""
+
+    budget: str
+    limit_micros: int
+
+
 class RequestCompleted(EventBase, frozen=True, tag="request_completed.v1"):
     model: str
     provider: str
@@ -240,6 +320,13 @@ Event: TypeAlias = (
     | CircuitOpened
     | CircuitHalfOpened
     | CircuitClosed
+    | BudgetReserved
+    | BudgetToppedUp
+    | BudgetRefused
+    | CostSettled
+    | BudgetOverrun
+    | BudgetReservationExpired
+    | BudgetLimitChanged
     | RequestCompleted
     | RequestFailed
 )
