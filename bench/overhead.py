@@ -84,6 +84,7 @@ base_url = "{base_url}"
 provider = "fake"
 context_window = 128000
 max_output_tokens = 4096
+price = {{ input = 1.0, output = 4.0 }}
 
 [classes.bench]
 members = ["{model}"]

@@ -295,6 +295,8 @@ class RequestCompleted(EventBase, frozen=True, tag="request_completed.v1"):
     completion_chars: int
     completion_sha256: str
     completion: str | None = None
+    # What the request's attempts cost, in micro-dollars (all of them, failed ones included).
+    cost_micros: int = 0
 
 
 class RequestFailed(EventBase, frozen=True, tag="request_failed.v1"):

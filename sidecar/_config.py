@@ -18,6 +18,7 @@ from ._breaker import BreakerPolicy
 from ._retry import RetryPolicy
 
 __all__ = [
+    "BudgetConfig",
     "ClassConfig",
     "Config",
     "ConfigError",
@@ -129,6 +130,18 @@ class RouteConfig(_Section, frozen=True):
     cascade_from: str | None = None
 
 
+class BudgetConfig(_Section, frozen=True):
+    """A spending limit. ``scope`` says what it is counted per: one budget for everything
+    (``global``), or one per tenant, route or model class, each with ``limit_usd`` unless
+    ``overrides`` names that tenant, route or class. ``period`` resets it: each UTC ``day``,
+    each UTC ``month``, or never (``total``)."""
+
+    limit_usd: float
+    scope: Literal["global", "tenant", "route", "class"] = "global"
+    period: Literal["day", "month", "total"] = "day"
+    overrides: dict[str, float] = {}
+
+
 class Config(_Section, frozen=True):
     default_route: str
     providers: dict[str, ProviderConfig]
@@ -139,6 +152,7 @@ class Config(_Section, frozen=True):
     store: StoreConfig = StoreConfig()
     retry: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
+    budgets: dict[str, BudgetConfig] = {}
 
 
 _NAMED_TABLES: tuple[tuple[str, type], ...] = (
@@ -146,6 +160,7 @@ _NAMED_TABLES: tuple[tuple[str, type], ...] = (
     ("models", ModelConfig),
     ("classes", ClassConfig),
     ("routes", RouteConfig),
+    ("budgets", BudgetConfig),
 )
 
 
@@ -288,6 +303,13 @@ def _check(config: Config) -> list[str]:
             need(getattr(route, field) > 0, f"{key}.{field}", "must be positive")
         if route.max_retry_wait_s is not None:
             need(route.max_retry_wait_s >= 0, f"{key}.max_retry_wait_s", "must not be negative")
+
+    for name, budget in config.budgets.items():
+        key = f"budgets.{name}"
+        need(bool(_NAME.match(name)) and "/" not in name, key, "invalid name")
+        need(budget.limit_usd >= 0, f"{key}.limit_usd", "must not be negative")
+        for value, limit in budget.overrides.items():
+            need(limit >= 0, f"{key}.overrides.{value}", "must not be negative")
 
     need(
         config.default_route in config.routes,

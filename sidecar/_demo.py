@@ -91,7 +91,6 @@ capabilities = ["vision", "tools", "structured_output", "streaming"]
 
 [models.grok-4]
 provider = "xai"
-id = "grok-4.3"
 context_window = 256000
 max_output_tokens = 32768
 capabilities = ["tools", "structured_output", "streaming"]
@@ -102,6 +101,8 @@ id = "llama3.1:8b"
 context_window = 32768
 max_output_tokens = 4096
 tags = ["pii_safe", "self_hosted"]
+# Self-hosted: no published price, so the config gives what it costs to run.
+price = {{ input = 0.05, output = 0.05 }}
 
 [classes.flagship]
 members = ["claude-sonnet-4-5", "gpt-4o"]
@@ -154,7 +155,7 @@ _FAKE_MODELS = {
     "openai": ("gpt-4o", "gpt-4o-mini", "llama3.1:8b"),
     "anthropic": ("claude-sonnet-4-5",),
     "gemini": ("gemini-2.5-flash",),
-    "xai": ("grok-4.3",),
+    "xai": ("grok-4",),
 }
 _PACE = ModelBehaviour(answer_tokens=40, chunks=10, ttft_s=0.03, chunk_delay_s=0.005)
 # Faults scripted on the code route's primary (claude-sonnet-4-5) for one request each.

@@ -53,11 +53,11 @@ from events import (
     RetryScheduled,
     RouteDecided,
     TaskUnrouted,
-    TokenUsage,
     new_id,
 )
 
 from ._api import ChatCompletionRequest
+from ._boundary import BudgetExceededError, CostBoundary, Tab, token_usage
 from ._breaker import Breaker, BreakerState, Transition
 from ._cascade import HeldAnswer, cascade_check
 from ._config import Config
@@ -115,6 +115,8 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     served: Served
+    # What the request's attempts cost, in micro-dollars.
+    cost_micros: int
     finish_reason: str
     usage: Usage
     attempts: int
@@ -126,7 +128,16 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 class _Progress:
     """What one attempt has produced so far."""
 
-    __slots__ = ("chars", "chunks", "finish", "first_ns", "hasher", "text", "usage")
+    __slots__ = (
+        "chars",
+        "chunks",
+        "finish",
+        "first_ns",
+        "hasher",
+        "text",
+        "usage",
+        "usage_reported",
+    )
 
     def __init__(self, keep_text: bool) -> None:
         self.chunks = 0
@@ -134,6 +145,8 @@ class _Progress:
         self.first_ns: int | None = None
         self.finish: Finish | None = None
         self.usage = Usage()
+        # Whether the provider reported usage; without it the cost is unknown.
+        self.usage_reported = False
         self.hasher = hashlib.sha256()
         self.text: list[str] | None = [] if keep_text else None
 
@@ -168,8 +181,10 @@ class Executor:
         config_hash: str,
         adapters: Mapping[str, Adapter],
         store: EventStore,
+        boundary: CostBoundary,
     ) -> None:
         self._config = config
+        self._boundary = boundary
         self._config_hash = config_hash
         self._adapters = adapters
         self._store = store
@@ -226,7 +241,13 @@ class Executor:
             await self._fail(stamp, pending, error, attempts=0)
             raise error
 
-        d = _Dispatch(stamp, decision, call, sink, pending)
+        tab = self._boundary.open_tab(
+            request_id=call.request_id,
+            tenant=call.tenant,
+            route=decision.route,
+            model_class=decision.model_class,
+        )
+        d = _Dispatch(stamp, decision, call, sink, pending, tab, size.estimated_tokens)
         route_config = decision.route_config
         d.deadline = time.monotonic() + route_config.deadline_s
         success: _Success | None = None
@@ -236,7 +257,7 @@ class Executor:
         except anyio.get_cancelled_exc_class():
             # Not the deadline (that is caught by the scope): the sidecar is shutting down.
             shutdown = TollgateError("cancelled", "the sidecar is shutting down", status=503)
-            await self._fail(stamp, pending, shutdown, attempts=d.attempts)
+            await self._fail(stamp, pending, shutdown, attempts=d.attempts, tab=tab)
             raise
         if success is not None:
             return await self._complete(d, success)
@@ -257,7 +278,7 @@ class Executor:
             )
         else:
             error = _all_failed(d.failures)
-        await self._fail(stamp, pending, error, attempts=d.attempts, chunks=d.delivered)
+        await self._fail(stamp, pending, error, attempts=d.attempts, chunks=d.delivered, tab=tab)
         raise error
 
     async def _serve(self, d: _Dispatch) -> _Success | None:
@@ -279,7 +300,7 @@ class Executor:
                 await held.replay(real_sink)
             except ClientDisconnectedError:
                 gone = TollgateError("client_disconnected", "the client went away", status=499)
-                await self._fail(d.stamp, d.pending, gone, attempts=d.attempts)
+                await self._fail(d.stamp, d.pending, gone, attempts=d.attempts, tab=d.tab)
                 raise
             success.first_ns = time.perf_counter_ns()
             return success
@@ -301,8 +322,9 @@ class Executor:
         end_ns = time.perf_counter_ns()
         received_ns = d.call.received_ns
         ttft = None if success.first_ns is None else success.first_ns - received_ns
-        usage = _token_usage(progress.usage)
+        usage = token_usage(progress.usage)
         finish = _finish_reason(progress)
+        d.pending += self._boundary.close(d.tab, d.stamp.envelope)
         d.pending.append(
             RequestCompleted(
                 **d.stamp.envelope(),
@@ -318,11 +340,13 @@ class Executor:
                 completion_chars=progress.chars,
                 completion_sha256=progress.hasher.hexdigest(),
                 completion="".join(progress.text) if progress.text is not None else None,
+                cost_micros=d.tab.cost_micros,
             )
         )
         await self._store.submit(d.pending)
         d.pending.clear()
         return Outcome(
+            cost_micros=d.tab.cost_micros,
             served=success.served,
             finish_reason=finish,
             usage=progress.usage,
@@ -386,7 +410,7 @@ class Executor:
                 )
                 if step.action is Action.STOP:
                     error = _rejected(candidate, result, d.failures)
-                    await self._fail(d.stamp, d.pending, error, attempts=d.attempts)
+                    await self._fail(d.stamp, d.pending, error, attempts=d.attempts, tab=d.tab)
                     raise error
                 if step.action is not Action.RETRY:
                     if step.action is Action.SKIP_PROVIDER:
@@ -424,9 +448,26 @@ class Executor:
         """One try on one candidate: the outcome, or the provider's error for the caller to
         weigh. Raises :class:`TollgateError` when the request must end here (the answer was
         already being forwarded)."""
+        stamp = d.stamp
+        try:
+            held, durable = self._boundary.hold(
+                d.tab,
+                stamp.envelope,
+                model=candidate.model,
+                provider=candidate.provider,
+                input_tokens=d.input_tokens,
+                max_tokens=candidate.max_tokens,
+                deadline_s=d.decision.route_config.deadline_s,
+            )
+        except BudgetExceededError as exc:
+            # Refused before any call: the provider is never reached.
+            breaker.release()
+            d.pending += exc.events
+            await self._fail(stamp, d.pending, exc, attempts=d.attempts, tab=d.tab)
+            raise
+        d.pending += held
         d.attempts += 1
         number = d.attempts
-        stamp = d.stamp
         served = Served(
             request_id=d.call.request_id,
             model=candidate.model,
@@ -443,7 +484,12 @@ class Executor:
                 upstream_model=candidate.upstream_model,
             )
         )
-        await self._store.submit(d.pending)
+        if durable:
+            # The reservation is durable before the provider is called (the budget invariant
+            # must survive a crash during the call).
+            await self._store.append(d.pending)
+        else:
+            await self._store.submit(d.pending)
         d.pending.clear()
         progress = _Progress(keep_text=self._log_content)
         if d.holding is not None:
@@ -460,6 +506,7 @@ class Executor:
         try:
             await self._relay(upstream, candidate, served, d, progress)
         except ProviderError as exc:
+            self._settle(d, candidate, number, progress, answered=exc.after_response)
             self._note_breaker(d, breaker.record(time.monotonic(), exc.error_class.value))
             d.failures.append(_failure(candidate, exc.error_class.value, exc.status))
             d.pending.append(
@@ -488,9 +535,12 @@ class Executor:
                 code=exc.error_class.value,
                 details={"chunks_delivered": progress.chunks, "model": candidate.model},
             )
-            await self._fail(stamp, d.pending, error, attempts=number, chunks=progress.chunks)
+            await self._fail(
+                stamp, d.pending, error, attempts=number, chunks=progress.chunks, tab=d.tab
+            )
             raise error from None
         except ClientDisconnectedError:
+            self._settle(d, candidate, number, progress, answered=True)
             breaker.release()
             d.pending.append(
                 _attempt_failed(
@@ -504,11 +554,14 @@ class Executor:
                 )
             )
             gone = TollgateError("client_disconnected", "the client went away", status=499)
-            await self._fail(stamp, d.pending, gone, attempts=number, chunks=progress.chunks)
+            await self._fail(
+                stamp, d.pending, gone, attempts=number, chunks=progress.chunks, tab=d.tab
+            )
             raise
         except anyio.get_cancelled_exc_class():
             # The request's deadline (or shutdown) cut the attempt short: no verdict on the
             # provider. Record the attempt and let the cancellation go on.
+            self._settle(d, candidate, number, progress, answered=True)
             breaker.release()
             d.delivered = progress.chunks
             d.failures.append(_failure(candidate, ErrorClass.TIMEOUT.value, None))
@@ -524,6 +577,7 @@ class Executor:
                 )
             )
             raise
+        self._settle(d, candidate, number, progress, answered=True)
         self._note_breaker(d, breaker.record(time.monotonic(), None))
         if progress.first_ns is None:
             await d.sink.begin(served)
@@ -540,7 +594,7 @@ class Executor:
                 ttlt_ns=end_ns - started_ns,
                 chunks=progress.chunks,
                 finish_reason=_finish_reason(progress),
-                usage=_token_usage(progress.usage),
+                usage=token_usage(progress.usage),
             )
         )
         return _Success(served, candidate, progress)
@@ -584,6 +638,7 @@ class Executor:
                             progress.finish = chunk
                         elif isinstance(chunk, UsageReport):
                             progress.usage = chunk.usage
+                            progress.usage_reported = True
                     if content:
                         if progress.first_ns is None:
                             progress.first_ns = time.perf_counter_ns()
@@ -624,6 +679,27 @@ class Executor:
             log.info("circuit closed for provider %s", transition.provider)
             d.pending.append(CircuitClosed(**envelope, provider=transition.provider))
 
+    def _settle(
+        self,
+        d: _Dispatch,
+        candidate: Candidate,
+        attempt: int,
+        progress: _Progress,
+        *,
+        answered: bool,
+    ) -> None:
+        """Price the attempt from its reported usage. ``answered``: the provider began
+        answering, so without usage its bill is unknown and the hold is counted."""
+        self._boundary.settle(
+            d.tab,
+            d.stamp.envelope,
+            attempt=attempt,
+            model=candidate.model,
+            provider=candidate.provider,
+            usage=progress.usage if progress.usage_reported else None,
+            held_on_failure=answered,
+        )
+
     async def _fail(
         self,
         stamp: _Stamp,
@@ -632,7 +708,10 @@ class Executor:
         *,
         attempts: int,
         chunks: int = 0,
+        tab: Tab | None = None,
     ) -> None:
+        if tab is not None:
+            pending += self._boundary.close(tab, stamp.envelope)
         pending.append(
             RequestFailed(
                 **stamp.envelope(),
@@ -675,11 +754,13 @@ class _Dispatch:
         "failures",
         "fallbacks",
         "holding",
+        "input_tokens",
         "overflowed_window",
         "pending",
         "sink",
         "skipped",
         "stamp",
+        "tab",
     )
 
     def __init__(
@@ -689,8 +770,13 @@ class _Dispatch:
         call: Call,
         sink: ResponseSink,
         pending: list[Event],
+        tab: Tab,
+        input_tokens: int,
     ) -> None:
         self.stamp = stamp
+        self.tab = tab
+        # The prompt's estimated tokens: what reservations price the input at.
+        self.input_tokens = input_tokens
         self.decision = decision
         self.call = call
         self.sink = sink
@@ -821,13 +907,3 @@ def _all_failed(failures: list[dict[str, Any]]) -> TollgateError:
 
 def _finish_reason(progress: _Progress) -> str:
     return progress.finish.reason if progress.finish is not None else "other"
-
-
-def _token_usage(usage: Usage) -> TokenUsage:
-    return TokenUsage(
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-    )

@@ -160,10 +160,11 @@ class _ChatHandler:
             outcome = await self._executor.execute(call, collector)
         except TollgateError as error:
             return _error_response(error, call.request_id)
+        headers = _served_headers(outcome.served)
+        # A stream's headers leave before its cost is known: it reports it in the usage chunk.
+        headers["x-tollgate-cost-usd"] = _usd(outcome.cost_micros)
         return web.Response(
-            body=collector.completion(outcome),
-            content_type="application/json",
-            headers=_served_headers(outcome.served),
+            body=collector.completion(outcome), content_type="application/json", headers=headers
         )
 
     async def _stream(self, request: web.Request, call: Call) -> web.StreamResponse:
@@ -206,6 +207,10 @@ class _ChatHandler:
         return tenant, task
 
 
+def _usd(micros: int) -> str:
+    return f"{micros / 1_000_000:.6f}"
+
+
 def _too_large(limit: int) -> TollgateError:
     return TollgateError.invalid_request(
         f"the request body is larger than the limit of {limit} bytes",
@@ -229,6 +234,8 @@ class _OutUsage(msgspec.Struct):
     total_tokens: int
     prompt_tokens_details: dict[str, int]
     completion_tokens_details: dict[str, int]
+    # tollgate's addition: what the request cost, failed attempts included (clients ignore it).
+    cost_usd: float
 
 
 def _usage(outcome: Outcome) -> _OutUsage:
@@ -239,6 +246,7 @@ def _usage(outcome: Outcome) -> _OutUsage:
         total_tokens=usage.input_tokens + usage.output_tokens,
         prompt_tokens_details={"cached_tokens": usage.cached_input_tokens},
         completion_tokens_details={"reasoning_tokens": usage.reasoning_tokens},
+        cost_usd=outcome.cost_micros / 1_000_000,
     )
 
 

@@ -20,6 +20,7 @@ from adapters import (
 )
 from events import EventStore, open_sqlite_store
 
+from ._boundary import CostBoundary
 from ._config import Config, ProviderConfig, config_hash
 from ._executor import Executor
 from ._http import LISTEN_BACKLOG, bind_unix_socket, create_app
@@ -33,6 +34,7 @@ class Sidecar(msgspec.Struct, frozen=True):
     config_hash: str
     socket_path: str
     store: EventStore
+    boundary: CostBoundary
 
 
 def build_adapter(name: str, provider: ProviderConfig, api_key: str | None) -> Adapter:
@@ -104,7 +106,8 @@ async def open_sidecar(
     server = config.server
     try:
         async with open_sqlite_store(config.store.path) as store:
-            executor = Executor(config, digest, adapters, store)
+            boundary = await CostBoundary.open(config, store)
+            executor = Executor(config, digest, adapters, store, boundary)
             app = create_app(
                 executor,
                 max_body_bytes=server.max_body_bytes,
@@ -120,7 +123,7 @@ async def open_sidecar(
                 bound = True
                 # aiohttp listens again with its own backlog: give it ours.
                 await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
-                yield Sidecar(config, digest, server.socket, store)
+                yield Sidecar(config, digest, server.socket, store, boundary)
             finally:
                 # Stops accepting, lets requests in flight finish (up to the grace period), and
                 # only then is the store closed, so their terminal events are written.

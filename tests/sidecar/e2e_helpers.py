@@ -37,12 +37,14 @@ api_key_env = "TEST_BACKUP_KEY"
 provider = "primary"
 id = "alpha-1"
 context_window = 8000
+price = {{ input = 1.0, output = 4.0 }}
 capabilities = ["streaming", "tools", "structured_output"]
 
 [models.beta]
 provider = "backup"
 id = "beta-1"
 context_window = 16000
+price = {{ input = 2.0, output = 8.0 }}
 capabilities = ["streaming", "structured_output"]
 
 [classes.main]
@@ -52,6 +54,7 @@ members = ["alpha", "beta"]
 provider = "backup"
 id = "gamma-1"
 context_window = 32000
+price = {{ input = 3.0, output = 12.0 }}
 
 [classes.wide]
 members = ["beta", "alpha", "gamma"]
@@ -93,6 +96,8 @@ backoff_max_s = 0.05
 [breaker]
 threshold = {breaker_threshold}
 cooldown_s = {breaker_cooldown_s}
+
+{budgets}
 """
 
 
@@ -105,6 +110,7 @@ def make_config(
     route_extra: str = "",
     breaker_threshold: int = 1000,
     breaker_cooldown_s: float = 15.0,
+    budgets: str = "",
 ) -> Config:
     text = config_text(
         url,
@@ -113,6 +119,7 @@ def make_config(
         route_extra=route_extra,
         breaker_threshold=breaker_threshold,
         breaker_cooldown_s=breaker_cooldown_s,
+        budgets=budgets,
     )
     return parse_config(text, base_dir=directory)
 
@@ -125,8 +132,10 @@ def config_text(
     route_extra: str = "",
     breaker_threshold: int = 1000,
     breaker_cooldown_s: float = 15.0,
+    budgets: str = "",
 ) -> str:
     return CONFIG_TEMPLATE.format(
+        budgets=budgets,
         url=url,
         log_content=str(log_content).lower(),
         key_line=key_line,

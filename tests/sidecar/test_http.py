@@ -127,11 +127,13 @@ async def test_one_request_logs_its_events_in_order(
     )
     request_id = raw.headers["x-tollgate-request-id"]
     events = await request_events(sidecar, request_id)
+    # Each attempt's cost is settled, finally, before the terminal event.
     assert kinds(events) == [
         "RequestReceived",
         "RouteDecided",
         "AttemptStarted",
         "AttemptSucceeded",
+        "CostSettled",
         "RequestCompleted",
     ]
     seqs = [s.seq for s in events]
@@ -181,20 +183,25 @@ async def test_overload_is_retried_then_falls_back_to_the_next_candidate(
     assert raw.headers["x-tollgate-provider"] == "backup"
     events = await request_events(sidecar, raw.headers["x-tollgate-request-id"])
     # overloaded: two retries of the same model (the policy's default), then the next one.
+    # Each attempt's cost is settled as the next one starts, the last before the end.
     assert kinds(events) == [
         "RequestReceived",
         "RouteDecided",
         "AttemptStarted",
         "AttemptFailed",
         "RetryScheduled",
+        "CostSettled",
         "AttemptStarted",
         "AttemptFailed",
         "RetryScheduled",
+        "CostSettled",
         "AttemptStarted",
         "AttemptFailed",
         "FallbackTaken",
+        "CostSettled",
         "AttemptStarted",
         "AttemptSucceeded",
+        "CostSettled",
         "RequestCompleted",
     ]
     failed = only(events, AttemptFailed)
@@ -226,7 +233,7 @@ async def test_bad_request_from_the_provider_is_not_retried_elsewhere(
     assert "beta-1" not in stats.models  # never called
     request_id = info.value.response.headers["x-tollgate-request-id"]
     events = await request_events(sidecar, request_id)
-    assert kinds(events)[-2:] == ["AttemptFailed", "RequestFailed"]
+    assert kinds(events)[-3:] == ["AttemptFailed", "CostSettled", "RequestFailed"]
 
 
 async def test_every_candidate_failing_is_a_typed_error(

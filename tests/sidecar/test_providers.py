@@ -31,6 +31,7 @@ def five_provider_config(directory: Path, fakes: dict[str, RunningFake]) -> str:
             f'[providers.{kind}]\nkind = "{kind}"\nbase_url = "{fakes[protocol].base_url}"\n'
             f'api_key_env = "KEY"\n'
             f'[models.{model}]\nprovider = "{kind}"\ncontext_window = 100000\n'
+            "price = { input = 1.0, output = 2.0 }\n"
         )
     parts.append('[classes.all]\nmembers = ["gpt-x"]\n[routes.chat]\nclass = "all"\n')
     return "\n".join(parts)

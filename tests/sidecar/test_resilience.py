@@ -76,8 +76,10 @@ async def test_rate_limit_with_retry_after_is_retried_on_the_same_model(
         "AttemptStarted",
         "AttemptFailed",
         "RetryScheduled",
+        "CostSettled",
         "AttemptStarted",
         "AttemptSucceeded",
+        "CostSettled",
         "RequestCompleted",
     ]
     retry = only(events, RetryScheduled)[0]
