@@ -2,18 +2,22 @@
 
     python bench/overhead.py [--quick] [--requests N] [--rounds R] [--output PATH]
 
-One run starts the fake provider (``tollgate fakes``) and a sidecar routing ``task:chat`` to it
-(``tollgate serve``), each in its own process, then measures eight cells: direct and sidecar,
-non-streaming and streaming, at concurrency 1 and 50. The fake answers 20 tokens in 20 chunks
-with no delays, so everything measured is overhead. For every cell: p50/p99 latency to the last
-byte, time to the first content delta (streams), requests/s, and the CPU time per request of the
-sidecar, the fake and this load generator (utime+stime from /proc); for sidecar cells also the
-sidecar's RSS. The derived figures (added latency, sidecar CPU per request) are checked against
-the targets of the issue. Results: a table on stdout and bench/results/overhead.json.
+One run starts the fake provider (``tollgate fakes``) and two sidecars routing ``task:chat`` to
+it (``tollgate serve``), each in its own process: one without a budget, and one with the same
+config plus a huge global budget, so that every request reserves its worst-case price (a durable
+SQLite append before the provider call) and settles after, and nothing is refused. It measures
+twelve cells: direct, sidecar and budget (the sidecar with a budget), non-streaming and
+streaming, at concurrency 1 and 50. The fake answers 20 tokens in 20 chunks with no delays, so
+everything measured is overhead. For every cell: p50/p99 latency to the last byte, time to the
+first content delta (streams), requests/s, and the CPU time per request of the sidecar, the fake
+and this load generator (utime+stime from /proc); for sidecar cells also the sidecar's RSS. The
+derived figures (added latency, sidecar CPU per request, and the reservation overhead: budget
+minus sidecar CPU per request) are checked against the targets of the issues. Results: a table
+on stdout and bench/results/overhead.json.
 
-Direct and sidecar requests are interleaved in rounds (D S S D D S S D ...) so that drift on a
-noisy machine falls on both sides alike. The exit status is 0 when every request succeeded, even
-if a target is missed: this is a measurement, not a test. It is 1 on any error.
+The three sides are interleaved in rounds (D S B, B S D, D S B, ...) so that drift on a noisy
+machine falls on all of them alike. The exit status is 0 when every request succeeded, even if a
+target is missed: this is a measurement, not a test. It is 1 on any error.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -59,6 +64,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CPU_NON_STREAM_MS = 0.5
 CPU_STREAM_MS = 1.0
 ADDED_P50_C1_MS = 1.0
+# "The reservation adds no more than 0.2 ms of sidecar CPU per request": budget - sidecar.
+RESERVATION_CPU_MS = 0.2
 
 MACHINE_NOTE = (
     "The fake provider, the sidecar and the load generator run on the same machine and compete "
@@ -93,7 +100,22 @@ members = ["{model}"]
 class = "bench"
 """
 
-Side = Literal["direct", "sidecar"]
+# The budget sidecar's addition: one global budget that no run comes near (a request's worst
+# case is about $0.0003), so every request is reserved and settled and none is refused.
+BUDGET_TOML = """
+[budgets.all]
+scope = "global"
+period = "day"
+limit_usd = 1000000.0
+"""
+RESERVED_EVENT = "budget_reserved.v1"
+
+Side = Literal["direct", "sidecar", "budget"]
+SidecarSide = Literal["sidecar", "budget"]
+SIDES: tuple[Side, ...] = ("direct", "sidecar", "budget")
+SIDECARS: tuple[SidecarSide, ...] = ("sidecar", "budget")
+# How a sidecar's own figures are named in the record (sidecar_rss_mib_idle, ...).
+PREFIX: dict[SidecarSide, str] = {"sidecar": "sidecar", "budget": "budget_sidecar"}
 
 
 class BenchError(Exception):
@@ -145,10 +167,13 @@ def wait_for_fake(proc: subprocess.Popen[str], workdir: Path) -> str:
     return match.group(1)
 
 
-def start_sidecar(workdir: Path, base_url: str) -> subprocess.Popen[str]:
-    """The sidecar, routing ``task:chat`` to the fake's model."""
+def start_sidecar(workdir: Path, base_url: str, budget: bool) -> subprocess.Popen[str]:
+    """A sidecar routing ``task:chat`` to the fake's model, with its config, socket, event log
+    and log in ``workdir``; with ``budget``, every request is reserved and settled."""
+    workdir.mkdir(exist_ok=True)
     config = workdir / "tollgate.toml"
-    config.write_text(CONFIG_TOML.format(base_url=base_url, model=MODEL))
+    text = CONFIG_TOML.format(base_url=base_url, model=MODEL)
+    config.write_text(text + BUDGET_TOML if budget else text)
     with (workdir / "sidecar.log").open("w") as stderr:
         return subprocess.Popen(
             [tollgate_command(), "--log-level", "WARNING", "serve", "--config", str(config)],
@@ -342,6 +367,10 @@ class Batch:
     ttfts_s: list[float] = field(default_factory=list)
     sidecar_cpu_s: float = 0.0
     sidecar_loop_cpu_s: float = 0.0
+    # The sidecar that this cell doesn't use (none for a direct cell): should be ~0.
+    idle_sidecar_cpu_s: float = 0.0
+    # Per round: the sidecar's CPU per request, to see how much the figure varies.
+    round_cpu_ms: list[float] = field(default_factory=list)
     fake_cpu_s: float = 0.0
     loadgen_cpu_s: float = 0.0
     rss_kib: list[int] = field(default_factory=list)
@@ -429,11 +458,17 @@ async def run_requests(
 
 
 @dataclass(frozen=True)
+class Sidecar:
+    pid: int
+    socket_path: str
+    workdir: Path
+
+
+@dataclass(frozen=True)
 class Servers:
     fake_pid: int
     fake_url: str
-    sidecar_pid: int
-    socket_path: str
+    sidecars: dict[SidecarSide, Sidecar]
 
 
 @dataclass(frozen=True)
@@ -447,17 +482,33 @@ def round_sizes(total: int, rounds: int) -> list[int]:
     return [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
 
 
+def round_order(r: int) -> tuple[Side, ...]:
+    """D S B, then B S D, and so on: over each pair of rounds every side has the same mean
+    position, so a linear drift falls on all of them alike (D S S D with two sides)."""
+    return SIDES if r % 2 == 0 else SIDES[::-1]
+
+
+async def settled_sidecars(servers: Servers) -> dict[SidecarSide, tuple[float, float]]:
+    settled = await asyncio.gather(
+        *(settled_cpu_seconds(servers.sidecars[name].pid) for name in SIDECARS)
+    )
+    return dict(zip(SIDECARS, settled, strict=True))
+
+
 async def measure_group(
     servers: Servers, plan: Plan, stream: bool, concurrency: int
 ) -> dict[Side, Batch]:
-    """Both sides of one (stream, concurrency) pair, interleaved D S S D D S ..."""
+    """The three sides of one (stream, concurrency) pair, interleaved D S B, B S D, ..."""
     bodies: dict[Side, bytes] = {
         "direct": request_body(MODEL, stream),
         "sidecar": request_body("task:chat", stream),
+        "budget": request_body("task:chat", stream),
     }
+    sidecar_url = "http://tollgate/v1/chat/completions"
     urls: dict[Side, str] = {
         "direct": f"{servers.fake_url}/chat/completions",
-        "sidecar": "http://tollgate/v1/chat/completions",
+        "sidecar": sidecar_url,
+        "budget": sidecar_url,
     }
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     # One keep-alive pool per side, as many connections as workers: no connection set-up
@@ -466,26 +517,26 @@ async def measure_group(
         "direct": aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout
         ),
-        "sidecar": aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=servers.socket_path, limit=concurrency),
-            timeout=timeout,
-        ),
     }
-    batches: dict[Side, Batch] = {"direct": Batch(), "sidecar": Batch()}
+    for name in SIDECARS:
+        sessions[name] = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(
+                path=servers.sidecars[name].socket_path, limit=concurrency
+            ),
+            timeout=timeout,
+        )
+    batches: dict[Side, Batch] = {side: Batch() for side in SIDES}
     async with contextlib.AsyncExitStack() as stack:
         for session in sessions.values():
             await stack.enter_async_context(session)
-        for side in ("direct", "sidecar"):
+        for side in SIDES:
             await run_requests(
                 sessions[side], urls[side], bodies[side], stream, concurrency, plan.warmup, None
             )
         for r, count in enumerate(round_sizes(plan.requests[concurrency], plan.rounds)):
-            order: tuple[Side, Side] = (
-                ("direct", "sidecar") if r % 2 == 0 else ("sidecar", "direct")
-            )
-            for side in order:
+            for side in round_order(r):
                 batch = batches[side]
-                sidecar0, loop0 = await settled_cpu_seconds(servers.sidecar_pid)
+                before = await settled_sidecars(servers)
                 fake0 = cpu_seconds(servers.fake_pid)
                 own0 = time.process_time()
                 wall0 = time.perf_counter()
@@ -495,10 +546,21 @@ async def measure_group(
                 batch.wall_s += time.perf_counter() - wall0
                 batch.loadgen_cpu_s += time.process_time() - own0
                 batch.fake_cpu_s += cpu_seconds(servers.fake_pid) - fake0
-                sidecar1, loop1 = await settled_cpu_seconds(servers.sidecar_pid)
-                batch.sidecar_cpu_s += sidecar1 - sidecar0
-                batch.sidecar_loop_cpu_s += loop1 - loop0
-                batch.rss_kib.append(status_kib(servers.sidecar_pid, "VmRSS"))
+                after = await settled_sidecars(servers)
+                used = 0.0
+                for name in SIDECARS:
+                    total = after[name][0] - before[name][0]
+                    loop = after[name][1] - before[name][1]
+                    if side == "direct" or side == name:
+                        # A direct cell counts both sidecars: a check that nothing else runs.
+                        used += total
+                        batch.sidecar_loop_cpu_s += loop
+                    else:
+                        batch.idle_sidecar_cpu_s += total
+                batch.sidecar_cpu_s += used
+                batch.round_cpu_ms.append(used / count * 1e3)
+                measured: SidecarSide = "sidecar" if side == "direct" else side
+                batch.rss_kib.append(status_kib(servers.sidecars[measured].pid, "VmRSS"))
     return batches
 
 
@@ -540,10 +602,13 @@ def cell_figures(batch: Batch, side: Side, stream: bool, concurrency: int) -> di
         "requests_per_s": round(batch.requests / batch.wall_s, 1) if batch.wall_s else None,
         # For a direct cell the sidecar's CPU should be ~0: a check that nothing else runs.
         "sidecar_cpu_ms_per_request": per_request_ms(batch.sidecar_cpu_s),
+        "sidecar_cpu_ms_per_request_by_round": [round(ms, 4) for ms in batch.round_cpu_ms],
         "sidecar_loop_thread_cpu_ms_per_request": per_request_ms(batch.sidecar_loop_cpu_s),
         "sidecar_other_threads_cpu_ms_per_request": per_request_ms(
             batch.sidecar_cpu_s - batch.sidecar_loop_cpu_s
         ),
+        # The other sidecar, idle during this cell (none for direct cells): should be ~0.
+        "idle_sidecar_cpu_ms_per_request": per_request_ms(batch.idle_sidecar_cpu_s),
         "fake_cpu_ms_per_request": per_request_ms(batch.fake_cpu_s),
         "loadgen_cpu_ms_per_request": per_request_ms(batch.loadgen_cpu_s),
         "sidecar_rss_mib_after": round(batch.rss_kib[-1] / 1024, 1) if batch.rss_kib else None,
@@ -556,19 +621,54 @@ def difference(a: float | None, b: float | None) -> float | None:
 
 def derive(cells: dict[str, dict[str, Any]], concurrencies: list[int]) -> dict[str, Any]:
     added: dict[str, dict[str, float | None]] = {}
+    added_budget: dict[str, dict[str, float | None]] = {}
     cpu: dict[str, float] = {}
+    cpu_budget: dict[str, float] = {}
+    reservation: dict[str, dict[str, Any]] = {}
     for stream in (False, True):
         for c in concurrencies:
             direct = cells[cell_name("direct", stream, c)]
             sidecar = cells[cell_name("sidecar", stream, c)]
+            budget = cells[cell_name("budget", stream, c)]
             key = f"{'stream' if stream else 'non_stream'}_c{c}"
 
-            added[key] = {
-                metric: difference(sidecar[metric], direct[metric])
-                for metric in ("p50_ms", "p99_ms", "ttft_p50_ms")
-            }
+            latencies = ("p50_ms", "p99_ms", "ttft_p50_ms")
+            added[key] = {m: difference(sidecar[m], direct[m]) for m in latencies}
+            added_budget[key] = {m: difference(budget[m], direct[m]) for m in latencies}
             cpu[key] = sidecar["sidecar_cpu_ms_per_request"]
-    return {"added_latency_ms": added, "sidecar_cpu_ms_per_request": cpu}
+            cpu_budget[key] = budget["sidecar_cpu_ms_per_request"]
+            # What the budget costs: the same requests through the two sidecars, same rounds.
+            reservation[key] = {
+                "sidecar_cpu_ms_per_request": difference(
+                    budget["sidecar_cpu_ms_per_request"], sidecar["sidecar_cpu_ms_per_request"]
+                ),
+                "loop_thread_cpu_ms_per_request": difference(
+                    budget["sidecar_loop_thread_cpu_ms_per_request"],
+                    sidecar["sidecar_loop_thread_cpu_ms_per_request"],
+                ),
+                "sqlite_threads_cpu_ms_per_request": difference(
+                    budget["sidecar_other_threads_cpu_ms_per_request"],
+                    sidecar["sidecar_other_threads_cpu_ms_per_request"],
+                ),
+                # Round r of both cells ran back to back: the spread of these differences
+                # shows how far the figure above can be trusted.
+                "sidecar_cpu_ms_per_request_by_round": [
+                    difference(b, s)
+                    for b, s in zip(
+                        budget["sidecar_cpu_ms_per_request_by_round"],
+                        sidecar["sidecar_cpu_ms_per_request_by_round"],
+                        strict=True,
+                    )
+                ],
+                "p50_ms": difference(budget["p50_ms"], sidecar["p50_ms"]),
+            }
+    return {
+        "added_latency_ms": added,
+        "sidecar_cpu_ms_per_request": cpu,
+        "budget_added_latency_ms": added_budget,
+        "budget_sidecar_cpu_ms_per_request": cpu_budget,
+        "reservation_overhead_ms": reservation,
+    }
 
 
 def check_targets(derived: dict[str, Any], concurrencies: list[int]) -> list[dict[str, Any]]:
@@ -593,6 +693,24 @@ def check_targets(derived: dict[str, Any], concurrencies: list[int]) -> list[dic
             label = kind.replace("_", "-")
             target(
                 f"added p50 latency, {label}, c=1", added[f"{kind}_c1"]["p50_ms"], ADDED_P50_C1_MS
+            )
+    reservation = derived["reservation_overhead_ms"]
+    for kind in ("non_stream", "stream"):
+        for c in concurrencies:
+            label = kind.replace("_", "-")
+            target(
+                f"reservation CPU (budget - sidecar), {label}, c={c}",
+                reservation[f"{kind}_c{c}"]["sidecar_cpu_ms_per_request"],
+                RESERVATION_CPU_MS,
+            )
+    if 1 in concurrencies:
+        added = derived["budget_added_latency_ms"]
+        for kind in ("non_stream", "stream"):
+            label = kind.replace("_", "-")
+            target(
+                f"added p50 latency with a budget, {label}, c=1",
+                added[f"{kind}_c1"]["p50_ms"],
+                ADDED_P50_C1_MS,
             )
     return targets
 
@@ -641,7 +759,7 @@ def print_report(record: dict[str, Any]) -> None:
                 fmt(cell["sidecar_other_threads_cpu_ms_per_request"], 3),
                 fmt(cell["fake_cpu_ms_per_request"], 3),
                 fmt(cell["loadgen_cpu_ms_per_request"], 3),
-                fmt(cell["sidecar_rss_mib_after"], 1) if cell["side"] == "sidecar" else "",
+                fmt(cell["sidecar_rss_mib_after"], 1) if cell["side"] != "direct" else "",
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -652,22 +770,50 @@ def print_report(record: dict[str, Any]) -> None:
         print("  ".join(cols))
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    print("\nadded by the sidecar (sidecar - direct, same run):")
-    for key, added in derived["added_latency_ms"].items():
-        ttft = f", TTFT p50 {fmt(added['ttft_p50_ms'], 3)} ms" if key.startswith("stream") else ""
+    for title, figures in (
+        ("added by the sidecar (sidecar - direct, same run):", derived["added_latency_ms"]),
+        (
+            "added by the sidecar with a budget (budget - direct, same run):",
+            derived["budget_added_latency_ms"],
+        ),
+    ):
+        print(f"\n{title}")
+        for key, added in figures.items():
+            ttft = (
+                f", TTFT p50 {fmt(added['ttft_p50_ms'], 3)} ms" if key.startswith("stream") else ""
+            )
+            print(
+                f"  {label(key):<16} p50 {fmt(added['p50_ms'], 3)} ms,"
+                f" p99 {fmt(added['p99_ms'], 3)} ms{ttft}"
+            )
+    print("\nreservation overhead (budget - sidecar, same run):")
+    for key, extra in derived["reservation_overhead_ms"].items():
         print(
-            f"  {label(key):<16} p50 {fmt(added['p50_ms'], 3)} ms,"
-            f" p99 {fmt(added['p99_ms'], 3)} ms{ttft}"
+            f"  {label(key):<16} sidecar CPU {fmt(extra['sidecar_cpu_ms_per_request'], 3)} ms/req"
+            f" (loop thread {fmt(extra['loop_thread_cpu_ms_per_request'], 3)},"
+            f" SQLite threads {fmt(extra['sqlite_threads_cpu_ms_per_request'], 3)}),"
+            f" p50 {fmt(extra['p50_ms'], 3)} ms"
         )
+        rounds = " ".join(fmt(v, 3) for v in extra["sidecar_cpu_ms_per_request_by_round"])
+        print(f"  {'':<16} CPU by round: {rounds}")
     print("\ntargets:")
+    width = max(len(t["target"]) for t in record["targets"])
     for t in record["targets"]:
         verdict = "met" if t["met"] else "NOT MET"
         print(
-            f"  {t['target']:<45} {fmt(t['value_ms'], 3):>8} ms  <= {t['limit_ms']} ms  {verdict}"
+            f"  {t['target']:<{width}} {fmt(t['value_ms'], 3):>8} ms"
+            f"  <= {t['limit_ms']} ms  {verdict}"
         )
+    print()
+    for name, prefix in PREFIX.items():
+        print(
+            f"{name} RSS: {derived[f'{prefix}_rss_mib_idle']} MiB idle,"
+            f" {derived[f'{prefix}_rss_mib_peak']} MiB peak (VmHWM)"
+        )
+    events = record["events_per_request"]
     print(
-        f"\nsidecar RSS: {derived['sidecar_rss_mib_idle']} MiB idle,"
-        f" {derived['sidecar_rss_mib_peak']} MiB peak (VmHWM)"
+        "\nevents logged per request (warm-ups included):"
+        f" sidecar {fmt(events['sidecar'], 2)}, budget {fmt(events['budget'], 2)}"
     )
 
 
@@ -713,7 +859,7 @@ async def run(servers: Servers, plan: Plan) -> dict[str, dict[str, Any]]:
             label = f"{'stream' if stream else 'non-stream'}, concurrency {concurrency}"
             print(f"measuring {label} ...", file=sys.stderr, flush=True)
             batches = await measure_group(servers, plan, stream, concurrency)
-            for side in ("direct", "sidecar"):
+            for side in SIDES:
                 name = cell_name(side, stream, concurrency)
                 cells[name] = cell_figures(batches[side], side, stream, concurrency)
     return cells
@@ -721,7 +867,7 @@ async def run(servers: Servers, plan: Plan) -> dict[str, dict[str, Any]]:
 
 @contextlib.contextmanager
 def running_servers(workdir: Path) -> Iterator[Servers]:
-    """The fake and the sidecar, stopped on the way out whatever happens."""
+    """The fake and both sidecars, stopped on the way out whatever happens."""
     procs: list[subprocess.Popen[str]] = []
     try:
         # Each process is registered before it is waited for, so that an error or ^C during
@@ -729,12 +875,39 @@ def running_servers(workdir: Path) -> Iterator[Servers]:
         procs.append(fake := start_fake(workdir))
         fake_url = wait_for_fake(fake, workdir)
         set_behaviour(fake_url)
-        procs.append(sidecar := start_sidecar(workdir, fake_url))
-        socket_path = wait_for_sidecar(sidecar, workdir)
-        yield Servers(fake.pid, fake_url, sidecar.pid, socket_path)
+        started: dict[SidecarSide, subprocess.Popen[str]] = {}
+        for name in SIDECARS:
+            started[name] = start_sidecar(workdir / name, fake_url, budget=name == "budget")
+            procs.append(started[name])
+        sidecars = {
+            name: Sidecar(proc.pid, wait_for_sidecar(proc, workdir / name), workdir / name)
+            for name, proc in started.items()
+        }
+        yield Servers(fake.pid, fake_url, sidecars)
     finally:
         for proc in reversed(procs):
             stop(proc)
+
+
+def logged_events(workdir: Path) -> dict[str, int]:
+    """The number of events of each type in a sidecar's event log (read once it has stopped)."""
+    path = workdir / "events.db"
+    if not path.exists():
+        raise BenchError(f"no event log at {path}")
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT type, count(*) FROM events GROUP BY type ORDER BY type")
+        return {str(kind): int(count) for kind, count in rows}
+
+
+def check_reservations(events: dict[SidecarSide, dict[str, int]], requests: int) -> None:
+    """The budget cells measure nothing unless the budget sidecar reserved for every request
+    and the other sidecar for none."""
+    reserved = {name: events[name].get(RESERVED_EVENT, 0) for name in SIDECARS}
+    if reserved["budget"] < requests or reserved["sidecar"]:
+        raise BenchError(
+            f"expected {requests} reservations from the budget sidecar and none from the other,"
+            f" found {reserved['budget']} and {reserved['sidecar']}"
+        )
 
 
 def positive(text: str) -> int:
@@ -772,13 +945,25 @@ def make_plan(args: argparse.Namespace) -> Plan:
     )
 
 
+def requests_per_sidecar(plan: Plan) -> int:
+    """Requests each sidecar was sent, warm-ups included: both kinds, every concurrency."""
+    return 2 * sum(plan.warmup + count for count in plan.requests.values())
+
+
 def build_record(
-    plan: Plan, cells: dict[str, dict[str, Any]], rss_idle_kib: int, rss_peak_kib: int
+    plan: Plan,
+    cells: dict[str, dict[str, Any]],
+    rss_kib: dict[SidecarSide, tuple[int, int]],
+    events: dict[SidecarSide, dict[str, int]],
 ) -> dict[str, Any]:
+    """``rss_kib``: (idle, peak) of each sidecar; ``events``: its event log, counted by type."""
     concurrencies = sorted(plan.requests)
     derived = derive(cells, concurrencies)
-    derived["sidecar_rss_mib_idle"] = round(rss_idle_kib / 1024, 1)
-    derived["sidecar_rss_mib_peak"] = round(rss_peak_kib / 1024, 1)
+    for name, prefix in PREFIX.items():
+        idle, peak = rss_kib[name]
+        derived[f"{prefix}_rss_mib_idle"] = round(idle / 1024, 1)
+        derived[f"{prefix}_rss_mib_peak"] = round(peak / 1024, 1)
+    sent = requests_per_sidecar(plan)
     return {
         "benchmark": "bench/overhead.py",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -792,12 +977,22 @@ def build_record(
             "cpu_clock_ticks_per_s": CLK_TCK,
             "latency": "to the last byte of the reply; TTFT: to the first content delta",
             "sidecar": "tollgate serve, one provider and model, SQLite event log (defaults)",
+            "budget_sidecar": (
+                "a second tollgate serve with the same config plus [budgets.all] (global, per"
+                " day, limit $1,000,000): every request reserves its worst-case price (a durable"
+                " append before the provider call) and settles after; nothing is refused"
+            ),
             "git_commit": git_commit(),
         },
         "errors": sum(cell["errors"] for cell in cells.values()),
         "cells": cells,
         "derived": derived,
         "targets": check_targets(derived, concurrencies),
+        "requests_per_sidecar": sent,
+        "events_logged": events,
+        "events_per_request": {
+            name: round(sum(events[name].values()) / sent, 2) for name in SIDECARS
+        },
     }
 
 
@@ -815,10 +1010,15 @@ def main() -> int:
     keep = args.keep
     try:
         with running_servers(workdir) as servers:
-            rss_idle = status_kib(servers.sidecar_pid, "VmRSS")
+            pids = {name: servers.sidecars[name].pid for name in SIDECARS}
+            rss_idle = {name: status_kib(pid, "VmRSS") for name, pid in pids.items()}
             cells = uvloop.run(run(servers, plan))
-            rss_peak = status_kib(servers.sidecar_pid, "VmHWM")
-        record = build_record(plan, cells, rss_idle, rss_peak)
+            rss = {name: (rss_idle[name], status_kib(pid, "VmHWM")) for name, pid in pids.items()}
+        # Counted once the sidecars have stopped and their event logs are complete.
+        events = {name: logged_events(workdir / name) for name in SIDECARS}
+        record = build_record(plan, cells, rss, events)
+        if not record["errors"]:
+            check_reservations(events, record["requests_per_sidecar"])
         print()
         print_report(record)
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from ._codec import decode_event, decode_event_json, encode_event, encode_event_json
 from ._ids import new_id
-from ._sqlite import SQLiteEventStore, open_sqlite_store
+from ._sqlite import SQLiteEventStore, open_sqlite_store, read_log
 from ._store import EventStore, StoreClosedError, StoredEvent, StoreError
 from ._types import (
     AttemptFailed,
@@ -71,4 +71,5 @@ __all__ = [
     "encode_event_json",
     "new_id",
     "open_sqlite_store",
+    "read_log",
 ]

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, get_args
@@ -47,7 +47,7 @@ from ._sqlite_writer import BUSY_TIMEOUT_MS, Row, SQLiteWriter
 from ._store import StoreClosedError, StoredEvent, StoreError
 from ._types import Event
 
-__all__ = ["SQLiteEventStore", "open_sqlite_store"]
+__all__ = ["SQLiteEventStore", "open_sqlite_store", "read_log"]
 
 _log = logging.getLogger(__name__)
 
@@ -413,3 +413,23 @@ async def _connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
             await db.close()
         raise
     return db
+
+
+def read_log(path: str | os.PathLike[str]) -> Iterator[StoredEvent]:
+    """Every event in the log file, oldest first, read-only: safe beside a running writer (WAL
+    lets a reader see a committed prefix) and for tools that must not write."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read the event log: {exc}") from exc
+    try:
+        after = 0
+        while rows := db.execute(_READ, (after, _TAIL_PAGE)).fetchall():
+            for seq, data in rows:
+                yield StoredEvent(seq, decode_event(data))
+            after = rows[-1][0]
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read the event log: {exc}") from exc
+    finally:
+        db.close()

@@ -233,6 +233,10 @@ class BudgetBook:
             self._specs.values(), tenant=tenant, route=route, model_class=model_class, ts_ns=ts_ns
         )
 
+    def budget_names(self) -> frozenset[str]:
+        """The configured budgets' names."""
+        return frozenset(self._specs)
+
     def check(self, keys: Sequence[str], amount_micros: int) -> Refusal | None:
         """The first key that ``amount_micros`` more would take past its limit, or None if it fits.
 

@@ -32,6 +32,7 @@ from events import (
     Event,
     EventStore,
     TokenUsage,
+    new_id,
 )
 from projections import BudgetBook, BudgetSpec
 
@@ -41,8 +42,6 @@ from ._prices import PriceTable
 
 __all__ = ["BudgetExceededError", "CostBoundary", "Tab", "budget_specs", "token_usage"]
 
-# An unsettled reservation outlives its request's deadline by this much before it is expired.
-EXPIRY_GRACE_S = 60.0
 _REPLAY_PAGE = 5000
 
 Envelope = Callable[[], dict[str, Any]]
@@ -96,6 +95,7 @@ class CostBoundary:
         self._prices = prices
         self._book = book
         self._enforcing = bool(config.budgets)
+        self._grace_s = config.server.reservation_grace_s
 
     @classmethod
     async def open(cls, config: Config, store: EventStore) -> CostBoundary:
@@ -157,7 +157,7 @@ class CostBoundary:
                 reservation_id=tab.reservation_id,
                 budgets=tab.keys,
                 amount_micros=need,
-                expires_at_ns=time.time_ns() + int((deadline_s + EXPIRY_GRACE_S) * 1e9),
+                expires_at_ns=time.time_ns() + int((deadline_s + self._grace_s) * 1e9),
                 model=model,
                 provider=provider,
             )
@@ -223,14 +223,20 @@ class CostBoundary:
             events.append(release)
         return events
 
-    def expire_due(self, now_ns: int, envelope: Callable[[str], dict[str, Any]]) -> list[Event]:
-        """Expire reservations past their time (the sweeper's step); counted as spent."""
+    def expire_due(self, now_ns: int, config_hash: str) -> list[Event]:
+        """Expire reservations past their time (the sweeper's step); each counts as spent at
+        what it held. A reservation's id is its request's id."""
         events: list[Event] = []
         for reservation_id in self._book.expired(now_ns):
             state = self._book.reservation(reservation_id)
             held = state.held_micros if state is not None else 0
             event = BudgetReservationExpired(
-                **envelope(reservation_id),
+                event_id=new_id(),
+                ts_ns=now_ns,
+                request_id=reservation_id,
+                tenant="",
+                task="",
+                config_hash=config_hash,
                 reservation_id=reservation_id,
                 counted_micros=held,
             )

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
+import aiohttp
 import anyio
 
+from events import read_log
+from projections import BudgetBook
+
+from ._admin import budget_report
+from ._boundary import budget_specs
 from ._config import Config, ConfigError, load_config
 from ._demo import run_demo
 from ._fakes import serve_all_fakes
@@ -37,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="run fakes and a sidecar in a temporary directory and send a mixed workload"
     )
 
+    budget = commands.add_parser(
+        "budget", help="show each budget's limit, reserved, spent and remaining"
+    )
+    budget.add_argument("--config", "-c", required=True, help="the TOML config file")
+    budget.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -47,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(lambda: _serve(config))
         if args.command == "fakes":
             return _run(lambda: _fakes(args.host))
+        if args.command == "budget":
+            budget_config = load_config(args.config)
+            return _run(lambda: _budget(budget_config, as_json=args.json))
         return _run(run_demo)
     except ConfigError as exc:
         print(f"tollgate: invalid configuration: {exc}", file=sys.stderr)
@@ -85,4 +101,44 @@ async def _fakes(host: str) -> int:
         for name, fake in fakes.items():
             print(f"{name:<10} {fake.base_url}", flush=True)
         await _until_signalled()
+    return 0
+
+
+async def _budget(config: Config, *, as_json: bool) -> int:
+    """From the running sidecar if there is one (it knows the holds in flight), else from the
+    log file, folded read-only."""
+    try:
+        connector = aiohttp.UnixConnector(path=config.server.socket)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get("http://tollgate/admin/budgets") as response,
+        ):
+            report = await response.json()
+        source = f"the running sidecar (unix:{config.server.socket})"
+    except (aiohttp.ClientError, OSError):
+        book = BudgetBook(budget_specs(config))
+        for stored in read_log(config.store.path):
+            book.apply(stored.event)
+        report = budget_report(book)
+        source = f"the log {config.store.path}"
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    header = ("budget", "limit $", "reserved $", "spent $", "remaining $")
+    rows = [
+        (
+            b["budget"],
+            "-" if b["limit_usd"] is None else f"{b['limit_usd']:.6f}",
+            f"{b['reserved_usd']:.6f}",
+            f"{b['spent_usd']:.6f}",
+            "-" if b["remaining_usd"] is None else f"{b['remaining_usd']:.6f}",
+        )
+        for b in report["budgets"]
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    if not rows:
+        print("(no budget has been used yet)")
+    print(f"\nFrom {source}.")
     return 0

@@ -57,6 +57,9 @@ class ServerConfig(_Section, frozen=True):
     log_content: bool = False
     # On shutdown, requests in flight get this long to finish before they are cancelled.
     shutdown_grace_s: float = 10.0
+    # A reservation still unsettled this long after its request's deadline (the sidecar died
+    # during the call, say) expires and counts as spent at what it held.
+    reservation_grace_s: float = 60.0
 
 
 class StoreConfig(_Section, frozen=True):
@@ -320,6 +323,7 @@ def _check(config: Config) -> list[str]:
     need(0 <= server.socket_mode <= 0o777, "server.socket_mode", "must be a file mode like 0o600")
     need(server.max_body_bytes > 0, "server.max_body_bytes", "must be positive")
     need(server.shutdown_grace_s >= 0, "server.shutdown_grace_s", "must not be negative")
+    need(server.reservation_grace_s >= 0, "server.reservation_grace_s", "must not be negative")
     retry = config.retry
     for field in ("rate_limited", "overloaded", "timeout", "server_error"):
         need(getattr(retry, field) >= 0, f"retry.{field}", "must not be negative")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
@@ -20,6 +21,7 @@ from adapters import (
 )
 from events import EventStore, open_sqlite_store
 
+from ._admin import add_admin_routes
 from ._boundary import CostBoundary
 from ._config import Config, ProviderConfig, config_hash
 from ._executor import Executor
@@ -91,6 +93,28 @@ def build_adapter(name: str, provider: ProviderConfig, api_key: str | None) -> A
             )
 
 
+SWEEP_INTERVAL_S = 1.0
+
+
+@contextlib.asynccontextmanager
+async def _sweeping(boundary: CostBoundary, store: EventStore, digest: str) -> AsyncIterator[None]:
+    """Expire reservations past their time, every second, while the sidecar serves."""
+
+    async def sweep() -> None:
+        while True:
+            events = boundary.expire_due(time.time_ns(), digest)
+            if events:
+                await store.append(events)
+            await anyio.sleep(SWEEP_INTERVAL_S)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(sweep)
+        try:
+            yield
+        finally:
+            tasks.cancel_scope.cancel()
+
+
 @contextlib.asynccontextmanager
 async def open_sidecar(
     config: Config, *, environ: Mapping[str, str] | None = None
@@ -113,6 +137,7 @@ async def open_sidecar(
                 max_body_bytes=server.max_body_bytes,
                 default_tenant=server.default_tenant,
             )
+            add_admin_routes(app, boundary, store, digest)
             runner = web.AppRunner(
                 app, access_log=None, handle_signals=False, shutdown_timeout=server.shutdown_grace_s
             )
@@ -123,7 +148,8 @@ async def open_sidecar(
                 bound = True
                 # aiohttp listens again with its own backlog: give it ours.
                 await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
-                yield Sidecar(config, digest, server.socket, store, boundary)
+                async with _sweeping(boundary, store, digest):
+                    yield Sidecar(config, digest, server.socket, store, boundary)
             finally:
                 # Stops accepting, lets requests in flight finish (up to the grace period), and
                 # only then is the store closed, so their terminal events are written.

@@ -19,6 +19,7 @@ default_route = "chat"
 [server]
 socket = "s.sock"
 log_content = {log_content}
+{server_extra}
 
 [store]
 path = "events.db"
@@ -111,9 +112,11 @@ def make_config(
     breaker_threshold: int = 1000,
     breaker_cooldown_s: float = 15.0,
     budgets: str = "",
+    server_extra: str = "",
 ) -> Config:
     text = config_text(
         url,
+        server_extra=server_extra,
         log_content=log_content,
         key_line=key_line,
         route_extra=route_extra,
@@ -133,9 +136,11 @@ def config_text(
     breaker_threshold: int = 1000,
     breaker_cooldown_s: float = 15.0,
     budgets: str = "",
+    server_extra: str = "",
 ) -> str:
     return CONFIG_TEMPLATE.format(
         budgets=budgets,
+        server_extra=server_extra,
         url=url,
         log_content=str(log_content).lower(),
         key_line=key_line,
