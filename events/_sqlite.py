@@ -121,6 +121,7 @@ class SQLiteEventStore:
         self._linger_s = linger_s
         # Set when an append (someone waiting for durability) arrives while the writer lingers.
         self._append_waiting = anyio.Event()
+        self._lingering = False
         self._send, self._receive = anyio.create_memory_object_stream[_Command](queue_size)
         # Set, then replaced by a fresh one, after every commit (and at close): tailers wait on it.
         self._committed = anyio.Event()
@@ -146,7 +147,8 @@ class SQLiteEventStore:
             return []
         command = _Command([_row(event) for event in events], wait=True)
         await self._enqueue(command)
-        self._append_waiting.set()
+        if self._lingering:
+            self._append_waiting.set()
         assert command.done is not None
         await command.done.wait()
         if command.error is not None:
@@ -279,9 +281,13 @@ class SQLiteEventStore:
                     if self._linger_s and all(c.done is None for c in batch):
                         # Nobody waits on these: let more gather for one commit (a request's
                         # phases, or several requests), unless an append arrives meanwhile.
+                        # No await between the drain and raising the flag, so an append is
+                        # either in this batch or sees the flag and ends the wait.
+                        self._append_waiting = anyio.Event()
+                        self._lingering = True
                         with anyio.move_on_after(self._linger_s):
                             await self._append_waiting.wait()
-                        self._append_waiting = anyio.Event()
+                        self._lingering = False
                         batch = self._drain(batch)
                     if not await self._commit(batch):
                         break

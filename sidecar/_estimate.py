@@ -4,6 +4,13 @@ The router checks context windows against it and the cost boundary prices the wo
 it, so it must err high. BPE tokenizers average about 4 bytes of English per token and rarely go
 below 3 on code or other scripts (CJK runs about 3 UTF-8 bytes per token), so we count one token
 per 3 bytes of UTF-8 text, plus each message's framing and a fixed allowance per image.
+
+Error bound: for English prose this over-counts by about a third (4 bytes a token against our 3);
+for code and most other scripts by up to about 10%. It can under-count text that tokenizes below
+3 bytes a token (long runs of rare symbols, some emoji), so the reservation is not a proof
+against every input; a provider billing above it shows as ``BudgetOverrun``. No tokenizer ships
+offline with our dependencies (tiktoken fetches its tables at run time), so this bound is argued
+from published bytes-per-token figures rather than measured against a tokenizer here.
 """
 
 from __future__ import annotations

@@ -337,3 +337,19 @@ async def test_an_append_is_not_held_by_the_linger(path: Path) -> None:
         with anyio.fail_after(0.8):
             seqs = await store.append([fallback()])
         assert seqs == [2]
+
+
+async def test_alternating_appends_and_submits_share_commits(path: Path) -> None:
+    # The request pattern with a budget: a durable append (the reservation), then a submit
+    # (the settlement). The submit lingers and rides with the next append's commit.
+    statements: list[str] = []
+    async with open_sqlite_store(path, linger_s=0.5) as store:
+        writer = store._writer
+        await writer.call(writer.connection.set_trace_callback, statements.append)
+        for _ in range(10):
+            await store.append([fallback()])
+            await store.submit([fallback()])
+    # One commit per append, none of its own for the submits (plus the final flush).
+    assert statements.count("COMMIT") == 11
+    async with open_sqlite_store(path) as store:
+        assert await store.last_seq() == 20
