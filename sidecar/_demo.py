@@ -210,7 +210,8 @@ async def run_demo() -> int:
     _print_table(rows)
     print(
         "\nTTFT and TTLT are the time to first and last token, measured by the sidecar from the"
-        " moment it received the request."
+        " moment it received the request; cost is priced from each provider's reported usage"
+        " (genai-prices, or the config's price for the self-hosted model)."
     )
     print(f"The event log is {config.store.path} ({total} events).")
     print(f"Work directory: {workdir}")
@@ -283,6 +284,7 @@ async def _rows(store_path: str, ids: list[tuple[str, str]]) -> tuple[list[list[
                 ttft,
                 f"{done.ttlt_ns / 1e6:.1f}",
                 f"{done.usage.input_tokens}/{done.usage.output_tokens}",
+                f"{done.cost_micros / 1e6:.6f}",
                 ", ".join(
                     ["ok"]
                     + ([f"{retries} retry"] if retries else [])
@@ -290,7 +292,7 @@ async def _rows(store_path: str, ids: list[tuple[str, str]]) -> tuple[list[list[
                 ),
             ]
         else:
-            row += ["-", "-", "-", "-", "-", failed.error_type if failed else "missing"]
+            row += ["-", "-", "-", "-", "-", "-", failed.error_type if failed else "missing"]
         rows.append(row)
     return rows, total
 
@@ -306,6 +308,7 @@ def _print_table(rows: list[list[str]]) -> None:
         "TTFT ms",
         "TTLT ms",
         "tokens in/out",
+        "cost $",
         "result",
     ]
     table = [header, *rows]
