@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import TypedDict
 
 import anyio
 import msgspec
@@ -39,58 +40,36 @@ class Sidecar(msgspec.Struct, frozen=True):
     boundary: CostBoundary
 
 
+class _Transport(TypedDict):
+    """What every adapter takes, whatever its provider."""
+
+    base_url: str
+    api_key: str | None
+    connect_timeout_s: float
+    max_connections: int
+
+
 def build_adapter(name: str, provider: ProviderConfig, api_key: str | None) -> Adapter:
     """The adapter for the provider's kind; nothing else differs between providers."""
-    base_url, timeout, connections = (
-        provider.base_url,
-        provider.connect_timeout_s,
-        provider.max_connections,
+    common = _Transport(
+        base_url=provider.base_url,
+        api_key=api_key,
+        connect_timeout_s=provider.connect_timeout_s,
+        max_connections=provider.max_connections,
     )
     match provider.kind:
         case "openai":
-            return OpenAIAdapter(
-                name,
-                base_url=base_url,
-                api_key=api_key,
-                max_tokens_field=provider.max_tokens_field or "max_completion_tokens",
-                connect_timeout_s=timeout,
-                max_connections=connections,
-            )
+            field = provider.max_tokens_field or "max_completion_tokens"
+            return OpenAIAdapter(name, max_tokens_field=field, **common)
         case "openai_compatible":
-            return OpenAICompatibleAdapter(
-                name,
-                base_url=base_url,
-                api_key=api_key,
-                max_tokens_field=provider.max_tokens_field or "max_tokens",
-                connect_timeout_s=timeout,
-                max_connections=connections,
-            )
+            field = provider.max_tokens_field or "max_tokens"
+            return OpenAICompatibleAdapter(name, max_tokens_field=field, **common)
         case "xai":
-            return XAIAdapter(
-                name,
-                base_url=base_url,
-                api_key=api_key,
-                connect_timeout_s=timeout,
-                max_connections=connections,
-            )
+            return XAIAdapter(name, **common)
         case "anthropic":
-            return AnthropicAdapter(
-                name,
-                base_url=base_url,
-                api_key=api_key,
-                api_version=provider.api_version,
-                connect_timeout_s=timeout,
-                max_connections=connections,
-            )
+            return AnthropicAdapter(name, api_version=provider.api_version, **common)
         case "gemini":
-            return GeminiAdapter(
-                name,
-                base_url=base_url,
-                api_key=api_key,
-                api_version=provider.api_version,
-                connect_timeout_s=timeout,
-                max_connections=connections,
-            )
+            return GeminiAdapter(name, api_version=provider.api_version, **common)
 
 
 SWEEP_INTERVAL_S = 1.0
