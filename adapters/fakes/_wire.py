@@ -11,7 +11,7 @@ import msgspec
 
 from ._answer import AnswerPlan
 
-__all__ = ["DONE", "ChunkEncoder", "completion_body", "sse_event"]
+__all__ = ["DONE", "ChunkEncoder", "WireFunction", "WireToolCall", "completion_body", "sse_event"]
 
 SYSTEM_FINGERPRINT = "fp_f4ke0penai"
 DONE = b"data: [DONE]\n\n"
@@ -50,14 +50,14 @@ def _usage(plan: AnswerPlan) -> _Usage:
     )
 
 
-class _Function(msgspec.Struct, frozen=True):
+class WireFunction(msgspec.Struct, frozen=True):
     name: str
     arguments: str
 
 
-class _ToolCall(msgspec.Struct, frozen=True):
+class WireToolCall(msgspec.Struct, frozen=True):
     id: str
-    function: _Function
+    function: WireFunction
     type: str = "function"
 
 
@@ -67,7 +67,7 @@ class _Message(msgspec.Struct, frozen=True, omit_defaults=True):
     content: str | None
     refusal: None
     annotations: list[object]
-    tool_calls: list[_ToolCall] | msgspec.UnsetType = msgspec.UNSET
+    tool_calls: list[WireToolCall] | msgspec.UnsetType = msgspec.UNSET
 
 
 class _Choice(msgspec.Struct, frozen=True):
@@ -91,7 +91,7 @@ class _Completion(msgspec.Struct, frozen=True):
 def completion_body(completion_id: str, created: int, model: str, plan: AnswerPlan) -> bytes:
     """A non-streaming ``chat.completion`` response body."""
     if plan.tool_call is not None:
-        call = _ToolCall(plan.tool_call.id, _Function(plan.tool_call.name, plan.text))
+        call = WireToolCall(plan.tool_call.id, WireFunction(plan.tool_call.name, plan.text))
         message = _Message("assistant", None, None, [], [call])
     else:
         message = _Message("assistant", plan.text, None, [])

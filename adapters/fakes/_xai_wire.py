@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from ._answer import AnswerPlan
-from ._wire import ChunkEncoder
+from ._wire import ChunkEncoder, WireFunction, WireToolCall
 
 __all__ = ["XAIChunkEncoder", "xai_completion_body"]
 
@@ -55,22 +55,11 @@ def _usage(plan: AnswerPlan) -> _Usage:
     )
 
 
-class _Function(msgspec.Struct, frozen=True):
-    name: str
-    arguments: str
-
-
-class _ToolCall(msgspec.Struct, frozen=True):
-    id: str
-    function: _Function
-    type: str = "function"
-
-
 class _Message(msgspec.Struct, frozen=True, omit_defaults=True):
     role: str
     content: str | None
     refusal: None
-    tool_calls: list[_ToolCall] | msgspec.UnsetType = msgspec.UNSET
+    tool_calls: list[WireToolCall] | msgspec.UnsetType = msgspec.UNSET
 
 
 class _Choice(msgspec.Struct, frozen=True):
@@ -92,7 +81,7 @@ class _Completion(msgspec.Struct, frozen=True):
 def xai_completion_body(completion_id: str, created: int, model: str, plan: AnswerPlan) -> bytes:
     """A non-streaming ``chat.completion`` body as xAI sends it."""
     if plan.tool_call is not None:
-        call = _ToolCall(plan.tool_call.id, _Function(plan.tool_call.name, plan.text))
+        call = WireToolCall(plan.tool_call.id, WireFunction(plan.tool_call.name, plan.text))
         message = _Message("assistant", None, None, [call])
     else:
         message = _Message("assistant", plan.text, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from adapters import (
@@ -9,11 +11,27 @@ from adapters import (
     ChatRequest,
     Chunk,
     Finish,
+    Message,
     ProviderError,
     TextDelta,
     Usage,
     UsageReport,
 )
+
+MESSAGES = [Message(role="user", content="Tell me something.")]
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TOOLS = [WEATHER_TOOL]
 
 
 async def collect(adapter: Adapter, req: ChatRequest) -> list[Chunk]:

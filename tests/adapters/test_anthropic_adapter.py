@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from adapter_helpers import collect, failure, finishes, text_of
+from adapter_helpers import MESSAGES, TOOLS, collect, failure, finishes, text_of
 
 from adapters import (
     AudioPart,
@@ -46,21 +46,6 @@ from adapters.fakes import (
 
 KEY = "sk-ant-api03-0123456789abcdefSECRET"
 MODEL = "claude-test"
-MESSAGES = [Message(role="user", content="Tell me something.")]
-TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Current weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
-]
 
 
 @pytest.fixture

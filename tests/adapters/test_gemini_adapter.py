@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from adapter_helpers import collect, failure, finishes, text_of, usages
+from adapter_helpers import MESSAGES, WEATHER_TOOL, collect, failure, finishes, text_of, usages
 
 from adapters import (
     ChatRequest,
@@ -43,19 +43,6 @@ from adapters.fakes import (
 
 KEY = "AIzaSyTestKey0123456789abcdefSECRET"
 MODEL = "gemini-2.5-flash"
-MESSAGES = [Message(role="user", content="Tell me something.")]
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from adapter_helpers import collect, failure, finishes, text_of, usages
+from adapter_helpers import TOOLS, collect, failure, finishes, text_of, usages
 
 from adapters import (
     Adapter,
@@ -48,19 +48,6 @@ MODEL = "m-1"
 MESSAGES = [
     Message(role="system", content="Be brief."),
     Message(role="user", content="What is the weather like in Paris today?"),
-]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
 ]
 
 Serve = Callable[..., AbstractAsyncContextManager[FakeServer]]

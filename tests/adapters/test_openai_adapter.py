@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from adapter_helpers import collect, failure, text_of
+from adapter_helpers import MESSAGES, TOOLS, collect, failure, text_of
 
 from adapters import (
     ChatRequest,
@@ -42,20 +42,6 @@ from adapters.fakes import (
 )
 
 KEY = "sk-test-0123456789abcdefSECRET"
-MESSAGES = [Message(role="user", content="Tell me something.")]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
-]
 
 
 @pytest.fixture

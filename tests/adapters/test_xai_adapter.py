@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from adapter_helpers import collect, failure, text_of, usages
+from adapter_helpers import MESSAGES, TOOLS, collect, failure, text_of, usages
 from aiohttp import web
 
 from adapters import (
@@ -16,7 +16,6 @@ from adapters import (
     Chunk,
     ErrorClass,
     Finish,
-    Message,
     ProviderError,
     TextDelta,
     ToolCallDelta,
@@ -37,20 +36,6 @@ from adapters.fakes import (
 )
 
 KEY = "xai-test-0123456789abcdefSECRET"
-MESSAGES = [Message(role="user", content="Tell me something.")]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
-]
 
 GRPC_INVALID = "Client specified an invalid argument"
 GRPC_DENIED = "The caller does not have permission to execute the specified operation"
