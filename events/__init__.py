@@ -5,6 +5,8 @@ from ._ids import new_id
 from ._sqlite import SQLiteEventStore, open_sqlite_store, read_log
 from ._store import EventStore, StoreClosedError, StoredEvent, StoreError
 from ._types import (
+    AlertCleared,
+    AlertRaised,
     AttemptFailed,
     AttemptStarted,
     AttemptSucceeded,
@@ -29,11 +31,14 @@ from ._types import (
     RequestReceived,
     RetryScheduled,
     RouteDecided,
+    TaskMistyped,
     TaskUnrouted,
     TokenUsage,
 )
 
 __all__ = [
+    "AlertCleared",
+    "AlertRaised",
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
@@ -63,6 +68,7 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoredEvent",
+    "TaskMistyped",
     "TaskUnrouted",
     "TokenUsage",
     "decode_event",

@@ -19,6 +19,8 @@ from typing import TypeAlias
 import msgspec
 
 __all__ = [
+    "AlertCleared",
+    "AlertRaised",
     "AttemptFailed",
     "AttemptStarted",
     "AttemptSucceeded",
@@ -43,6 +45,7 @@ __all__ = [
     "RequestReceived",
     "RetryScheduled",
     "RouteDecided",
+    "TaskMistyped",
     "TaskUnrouted",
     "TokenUsage",
 ]
@@ -106,6 +109,15 @@ class TaskUnrouted(EventBase, frozen=True, tag="task_unrouted.v1"):
 
     requested_task: str
     default_route: str
+
+
+class TaskMistyped(EventBase, frozen=True, tag="task_mistyped.v1"):
+    """The request's declared task type does not fit its content (the inferred type does)."""
+
+    declared_task: str
+    inferred_task: str
+    # The features that decided it, e.g. ["code_fence", "tools"].
+    signals: list[str]
 
 
 class AttemptStarted(EventBase, frozen=True, tag="attempt_started.v1"):
@@ -282,6 +294,32 @@ class BudgetLimitChanged(EventBase, frozen=True, tag="budget_limit_changed.v1"):
     limit_micros: int
 
 
+class AlertRaised(EventBase, frozen=True, tag="alert_raised.v1"):
+    """A condition an operator should see began (a breaker opened, a class mostly served by its
+    degraded path, a budget past a threshold, many unrouted tasks).
+
+    ``alert`` names the rule (``breaker_open``, ``degraded_share``, ``budget_threshold``,
+    ``unrouted_rate``); ``subject`` what it is about (a provider, a class, a budget key, a
+    route). The envelope is that of the request whose event tripped it.
+    """
+
+    alert: str
+    subject: str
+    value: float
+    threshold: float
+    message: str
+
+
+class AlertCleared(EventBase, frozen=True, tag="alert_cleared.v1"):
+    """The condition of an earlier :class:`AlertRaised` with the same ``alert`` and ``subject``
+    ended."""
+
+    alert: str
+    subject: str
+    value: float
+    threshold: float
+
+
 class RequestCompleted(EventBase, frozen=True, tag="request_completed.v1"):
     model: str
     provider: str
@@ -312,6 +350,7 @@ Event: TypeAlias = (
     RequestReceived
     | RouteDecided
     | TaskUnrouted
+    | TaskMistyped
     | AttemptStarted
     | AttemptSucceeded
     | AttemptFailed
@@ -329,6 +368,8 @@ Event: TypeAlias = (
     | BudgetOverrun
     | BudgetReservationExpired
     | BudgetLimitChanged
+    | AlertRaised
+    | AlertCleared
     | RequestCompleted
     | RequestFailed
 )

@@ -23,6 +23,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ModelConfig",
+    "NatsConfig",
     "PriceConfig",
     "ProviderConfig",
     "RouteConfig",
@@ -63,8 +64,38 @@ class ServerConfig(_Section, frozen=True):
 
 
 class StoreConfig(_Section, frozen=True):
-    kind: Literal["sqlite"] = "sqlite"
+    # "sqlite": the embedded log (one sidecar). "jetstream": a JetStream stream on the servers
+    # of ``[nats]``, shared by every sidecar of the deployment (and their budgets).
+    kind: Literal["sqlite", "jetstream"] = "sqlite"
     path: str = "tollgate-events.db"
+    # JetStream only: the stream (one per deployment) and its replica count (3 in production).
+    stream: str = "TOLLGATE"
+    replicas: int = 1
+
+
+class NatsConfig(_Section, frozen=True):
+    """The NATS connection, shared by the request-reply transport and the JetStream store."""
+
+    # Serve requests over NATS (the Unix socket is always served).
+    enabled: bool = False
+    servers: list[str] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    # Requests arrive on "<subject_prefix>.chat"; sidecars share them through the queue group.
+    subject_prefix: str = "tollgate.v1"
+    queue_group: str = "tollgate"
+    # Credentials: at most one of token, user/password, an nkey seed file, a credentials file.
+    # Like API keys, secrets come from the environment or files, never from the config itself.
+    token_env: str | None = None
+    user: str | None = None
+    password_env: str | None = None
+    nkey_seed_file: str | None = None
+    credentials_file: str | None = None
+    # TLS: a CA to trust and, for mutual TLS, a client certificate and key.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    connect_timeout_s: float = 2.0
+    # Reconnects wait this long between tries, forever: NATS loss never stops the Unix socket.
+    reconnect_wait_s: float = 0.5
 
 
 class ProviderConfig(_Section, frozen=True):
@@ -153,6 +184,7 @@ class Config(_Section, frozen=True):
     routes: dict[str, RouteConfig]
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
+    nats: NatsConfig = NatsConfig()
     retry: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
     budgets: dict[str, BudgetConfig] = {}
@@ -341,6 +373,33 @@ def _check(config: Config) -> list[str]:
     need(breaker.cooldown_s >= 0, "breaker.cooldown_s", "must not be negative")
     need(breaker.probes >= 1, "breaker.probes", "must be at least 1")
     need(bool(_NAME.match(server.default_tenant)), "server.default_tenant", "invalid name")
+    need(config.store.replicas in (1, 3, 5), "store.replicas", "must be 1, 3 or 5")
+    nats = config.nats
+    need(bool(nats.servers), "nats.servers", "must list at least one server")
+    for url in nats.servers:
+        need(
+            url.startswith(("nats://", "tls://", "ws://", "wss://")),
+            "nats.servers",
+            f"{url!r} must start with nats://, tls://, ws:// or wss://",
+        )
+    credentials = [
+        nats.token_env,
+        nats.user or nats.password_env,
+        nats.nkey_seed_file,
+        nats.credentials_file,
+    ]
+    need(
+        sum(c is not None for c in credentials) <= 1,
+        "nats",
+        "set at most one of token_env, user/password_env, nkey_seed_file, credentials_file",
+    )
+    need(
+        (nats.tls_cert_file is None) == (nats.tls_key_file is None),
+        "nats.tls_cert_file",
+        "set tls_cert_file and tls_key_file together",
+    )
+    need(nats.connect_timeout_s > 0, "nats.connect_timeout_s", "must be positive")
+    need(nats.reconnect_wait_s >= 0, "nats.reconnect_wait_s", "must not be negative")
     return problems
 
 
@@ -361,10 +420,25 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
 
     server = msgspec.structs.replace(config.server, socket=resolve(config.server.socket))
     store = msgspec.structs.replace(config.store, path=resolve(config.store.path))
+    nats = config.nats
+    nats_files = {
+        field: resolve(value)
+        for field in (
+            "nkey_seed_file",
+            "credentials_file",
+            "tls_ca_file",
+            "tls_cert_file",
+            "tls_key_file",
+        )
+        if (value := getattr(nats, field)) is not None
+    }
+    nats = msgspec.structs.replace(nats, **nats_files)
     providers = {
         name: msgspec.structs.replace(p, api_key_file=resolve(p.api_key_file))
         if p.api_key_file
         else p
         for name, p in config.providers.items()
     }
-    return msgspec.structs.replace(config, server=server, store=store, providers=providers)
+    return msgspec.structs.replace(
+        config, server=server, store=store, nats=nats, providers=providers
+    )
