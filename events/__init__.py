@@ -2,7 +2,8 @@
 
 from ._codec import decode_event, decode_event_json, encode_event, encode_event_json
 from ._ids import new_id
-from ._sqlite import SQLiteEventStore, open_sqlite_store, read_log
+from ._jetstream import HoldConflictError, JetStreamEventStore, open_jetstream_store
+from ._sqlite import SQLiteEventStore, log_position, open_sqlite_store, read_log
 from ._store import EventStore, StoreClosedError, StoredEvent, StoreError
 from ._types import (
     AlertCleared,
@@ -59,6 +60,8 @@ __all__ = [
     "EventBase",
     "EventStore",
     "FallbackTaken",
+    "HoldConflictError",
+    "JetStreamEventStore",
     "RequestCompleted",
     "RequestFailed",
     "RequestReceived",
@@ -75,7 +78,9 @@ __all__ = [
     "decode_event_json",
     "encode_event",
     "encode_event_json",
+    "log_position",
     "new_id",
+    "open_jetstream_store",
     "open_sqlite_store",
     "read_log",
 ]

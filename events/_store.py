@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 import msgspec
@@ -51,8 +51,10 @@ class EventStore(Protocol):
         """The durable events of one request, in log order (for audit timelines)."""
         ...
 
-    def tail(self, after_seq: int = 0) -> AsyncIterator[StoredEvent]:
-        """Every durable event after ``after_seq``, then each new one as it commits, forever."""
+    def tail(self, after_seq: int = 0) -> AsyncGenerator[StoredEvent, None]:
+        """Every durable event after ``after_seq``, then each new one as it commits, forever.
+
+        Close it (``aclose``) when done: a tail may hold resources, such as a consumer."""
         ...
 
     async def last_seq(self) -> int:

@@ -96,7 +96,8 @@ class RequestReceived(EventBase, frozen=True, tag="request_received.v1"):
 class RouteDecided(EventBase, frozen=True, tag="route_decided.v1"):
     route: str
     model_class: str
-    # How the request named its target: "task", "class", "model" or "default".
+    # How the request named its target: "task", "class", "model", "inferred" (no task was
+    # given; the content's was used) or "default".
     selector: str
     chain: list[str]
     dropped: list[DroppedCandidate]
@@ -299,8 +300,10 @@ class AlertRaised(EventBase, frozen=True, tag="alert_raised.v1"):
     degraded path, a budget past a threshold, many unrouted tasks).
 
     ``alert`` names the rule (``breaker_open``, ``degraded_share``, ``budget_threshold``,
-    ``unrouted_rate``); ``subject`` what it is about (a provider, a class, a budget key, a
-    route). The envelope is that of the request whose event tripped it.
+    ``unrouted_rate``); ``subject`` what it is about (a provider, a class, a budget key,
+    ``tasks``). Alerts belong to the deployment, not to a request: the envelope's request id,
+    tenant and task are empty, its time is that of the event that tripped the rule, and
+    ``cause_event_id`` names that event.
     """
 
     alert: str
@@ -308,6 +311,7 @@ class AlertRaised(EventBase, frozen=True, tag="alert_raised.v1"):
     value: float
     threshold: float
     message: str
+    cause_event_id: str = ""
 
 
 class AlertCleared(EventBase, frozen=True, tag="alert_cleared.v1"):
@@ -318,6 +322,7 @@ class AlertCleared(EventBase, frozen=True, tag="alert_cleared.v1"):
     subject: str
     value: float
     threshold: float
+    cause_event_id: str = ""
 
 
 class RequestCompleted(EventBase, frozen=True, tag="request_completed.v1"):

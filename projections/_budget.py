@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Literal, TypeAlias
 
 import msgspec
@@ -50,6 +50,7 @@ from events import (
 )
 
 __all__ = [
+    "BookState",
     "BudgetBook",
     "BudgetSnapshot",
     "BudgetSpec",
@@ -141,6 +142,29 @@ class BudgetSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 
     budgets: list[BudgetState]
     reservations: list[ReservationState]
+
+
+class _ReservationRecord(msgspec.Struct, frozen=True, array_like=True):
+    rid: str
+    budgets: list[str]
+    held: int
+    settled: int
+    expires_at_ns: int
+    expired_ns: int | None
+    attempts: list[int]
+    top_ups: list[str]
+
+
+class BookState(msgspec.Struct, frozen=True, kw_only=True):
+    """A budget book's whole state, in its own order (a checkpoint, not a comparison: compare
+    ``snapshot``)."""
+
+    budgets: list[tuple[str, int | None, int, int]]
+    name_limits: list[tuple[str, int, str, int]]
+    key_limits: list[tuple[str, int, str, int]]
+    live: list[_ReservationRecord]
+    expired: list[_ReservationRecord]
+    closed: list[tuple[str, int]]
 
 
 class _Budget:
@@ -237,10 +261,18 @@ class BudgetBook:
         """The configured budgets' names."""
         return frozenset(self._specs)
 
-    def check(self, keys: Sequence[str], amount_micros: int) -> Refusal | None:
+    def check(
+        self,
+        keys: Sequence[str],
+        amount_micros: int,
+        pending: Mapping[str, int] | None = None,
+    ) -> Refusal | None:
         """The first key that ``amount_micros`` more would take past its limit, or None if it fits.
 
         Enforces the invariant: a hold is only added when ``spent + reserved + amount <= limit``.
+        ``pending``: holds decided but not applied yet (per key), counted as reserved, so that
+        several holds can be decided in a row before any of them is applied (a batch of holds
+        appended at once, all or nothing).
         """
         for key in keys:
             budget = self._budgets.get(key)
@@ -248,6 +280,8 @@ class BudgetBook:
                 limit, spent, reserved = self._limit_for(key), 0, 0
             else:
                 limit, spent, reserved = budget.limit, budget.spent, budget.reserved
+            if pending:
+                reserved += pending.get(key, 0)
             if limit is not None and spent + reserved + amount_micros > limit:
                 return Refusal(
                     budget=key,
@@ -285,6 +319,52 @@ class BudgetBook:
             budgets=[self._budgets[k].state() for k in sorted(self._budgets)],
             reservations=[self._live[r].state() for r in sorted(self._live)],
         )
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def book_state(self) -> BookState:
+        """Everything the fold knows (unlike ``snapshot``, also what makes it idempotent), so
+        ``from_book_state`` continues exactly where this book is."""
+
+        def reservation(r: _Reservation) -> _ReservationRecord:
+            return _ReservationRecord(
+                r.rid,
+                [b.key for b in r.budgets],
+                r.held,
+                r.settled,
+                r.expires_at_ns,
+                r.expired_ns,
+                sorted(r.attempts),
+                sorted(r.top_ups),
+            )
+
+        return BookState(
+            budgets=[(b.key, b.limit, b.reserved, b.spent) for b in self._budgets.values()],
+            name_limits=[(k, *stamp, limit) for k, (stamp, limit) in self._name_limits.items()],
+            key_limits=[(k, *stamp, limit) for k, (stamp, limit) in self._key_limits.items()],
+            live=[reservation(r) for r in self._live.values()],
+            expired=[reservation(r) for r in self._expired.values()],
+            closed=list(self._closed.items()),
+        )
+
+    @classmethod
+    def from_book_state(cls, specs: Iterable[BudgetSpec], state: BookState) -> BudgetBook:
+        book = cls(specs)
+        for key, limit, reserved, spent in state.budgets:
+            budget = book._budget(key)
+            budget.limit, budget.reserved, budget.spent = limit, reserved, spent
+        book._name_limits = {k: ((ts, eid), limit) for k, ts, eid, limit in state.name_limits}
+        book._key_limits = {k: ((ts, eid), limit) for k, ts, eid, limit in state.key_limits}
+        for records, table in ((state.live, book._live), (state.expired, book._expired)):
+            for rec in records:
+                r = _Reservation(
+                    rec.rid, [book._budget(k) for k in rec.budgets], rec.held, rec.expires_at_ns
+                )
+                r.settled, r.expired_ns = rec.settled, rec.expired_ns
+                r.attempts, r.top_ups = set(rec.attempts), set(rec.top_ups)
+                table[r.rid] = r
+        book._closed = dict(state.closed)
+        return book
 
     # -- the fold ------------------------------------------------------------------------------
 

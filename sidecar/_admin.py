@@ -14,13 +14,21 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from events import BudgetLimitChanged, EventStore, new_id
-from projections import BudgetBook
+from events import BudgetLimitChanged, EventStore, StoreError, new_id
+from projections import (
+    USAGE_DIMENSIONS,
+    BudgetBook,
+    ProjectionRunner,
+    UsageFilter,
+    audit_timeline,
+)
 
 from ._boundary import CostBoundary
+from ._config import Config
 from ._errors import TollgateError, error_body
+from ._observe import metrics_text, usage_report
 
-__all__ = ["add_admin_routes", "budget_report"]
+__all__ = ["add_admin_routes", "add_observability_routes", "budget_report"]
 
 
 class _LimitChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,6 +89,87 @@ def add_admin_routes(
     app.router.add_post("/admin/budgets/limit", change_limit)
 
 
-def _bad(message: str) -> web.Response:
-    error = TollgateError.invalid_request(message, code="invalid_budget_change")
+def add_observability_routes(
+    app: web.Application,
+    config: Config,
+    runner: ProjectionRunner,
+    store: EventStore,
+    *,
+    probes_only: bool = False,
+) -> None:
+    """Health, readiness, metrics, usage, audit timelines and alerts (all read-only).
+
+    ``probes_only``: health, readiness and metrics alone — for the TCP listener, which may face
+    probes and scrapers: nothing there spends money or shows a tenant's requests.
+    """
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        try:
+            log_position = await store.last_seq()
+        except StoreError as exc:
+            return web.json_response({"ready": False, "reason": str(exc)}, status=503)
+        return web.json_response(
+            {"ready": True, "log_position": log_position, "projection_position": runner.position}
+        )
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            text=metrics_text(config, runner),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def usage(request: web.Request) -> web.Response:
+        query = request.query
+        by = tuple(d for d in query.get("by", ",".join(USAGE_DIMENSIONS)).split(",") if d)
+        unknown = set(by) - set(USAGE_DIMENSIONS)
+        if unknown:
+            return _bad(
+                f"unknown dimension(s) {', '.join(sorted(unknown))} in 'by' "
+                f"(known: {', '.join(USAGE_DIMENSIONS)})",
+                code="invalid_query",
+            )
+        where = UsageFilter(
+            tenant=query.get("tenant"),
+            task=query.get("task"),
+            model=query.get("model"),
+            provider=query.get("provider"),
+            model_class=query.get("class"),
+            since=query.get("since"),
+            until=query.get("until"),
+        )
+        report = usage_report(runner.projections.usage, where, by)
+        return web.json_response({**report, "position": runner.position})
+
+    async def audit(request: web.Request) -> web.Response:
+        request_id = request.match_info["request_id"]
+        timeline = audit_timeline(await store.read_request(request_id))
+        if timeline is None:
+            error = TollgateError("not_found", f"no events for request {request_id!r}", status=404)
+            return web.Response(status=404, body=error_body(error), content_type="application/json")
+        return web.Response(body=msgspec.json.encode(timeline), content_type="application/json")
+
+    async def alerts(request: web.Request) -> web.Response:
+        active = runner.projections.alerts.active()
+        return web.Response(
+            body=msgspec.json.encode({"alerts": active, "position": runner.position}),
+            content_type="application/json",
+        )
+
+    if probes_only:
+        app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    if not probes_only:
+        app.router.add_get("/admin/usage", usage)
+        app.router.add_get("/admin/audit/{request_id}", audit)
+        app.router.add_get("/admin/alerts", alerts)
+
+
+def _bad(message: str, code: str = "invalid_budget_change") -> web.Response:
+    error = TollgateError.invalid_request(message, code=code)
     return web.Response(status=400, body=error_body(error), content_type="application/json")

@@ -54,7 +54,9 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # Fields tollgate interprets itself; every other field is passed through to the provider.
-_HANDLED = frozenset(ChatCompletionRequest.__struct_fields__)
+# ``tools`` and ``response_format`` are read for routing (they need capabilities) and passed
+# through as well: the model must see them.
+_HANDLED = frozenset(ChatCompletionRequest.__struct_fields__) - {"tools", "response_format"}
 # Routing inputs that may ride in ``metadata``; they are not forwarded upstream.
 ROUTING_METADATA = ("task", "tenant")
 

@@ -1,11 +1,13 @@
 """The cost boundary: reserve before every paid call, refuse at the limit, settle the actual cost.
 
 Invariant (design, "The budget invariant"): for every budget key, ``spent + reserved <= limit``.
-It is enforced here, in one place: :meth:`CostBoundary.hold` checks and applies a reservation or
-top-up to the book in one synchronous step (no await in between, so concurrent requests on the
-event loop can't both take the last of a budget), and the executor makes the reservation durable
-(``append``) before it calls the provider. After a crash the book is rebuilt from the log, and a
-reservation that was never settled expires by policy, counted as spent at what it held.
+It is enforced here, in one place: :meth:`CostBoundary.hold` prices a reservation or top-up and
+hands it to the ledger (``_ledger``), which checks and applies it to the book with nothing in
+between: in one process by doing both with no await between them (the executor then makes the
+reservation durable with ``append`` before it calls the provider), across the sidecars sharing a
+JetStream stream by a conditional append that fails if another sidecar's hold came first. After
+a crash the book is rebuilt from the log, and a reservation that was never settled expires by
+policy, counted as spent at what it held.
 
 A request has one reservation, with the request's id as its id. Each attempt is settled once,
 by one ``CostSettled``; the last one is final and releases what is left of the hold. The settlement
@@ -32,17 +34,15 @@ from events import (
     Event,
     EventStore,
     TokenUsage,
-    new_id,
 )
 from projections import BudgetBook, BudgetSpec
 
 from ._config import Config
 from ._errors import TollgateError
+from ._ledger import Ledger, expiry_event_id, open_ledger
 from ._prices import PriceTable
 
 __all__ = ["BudgetExceededError", "CostBoundary", "Tab", "budget_specs", "token_usage"]
-
-_REPLAY_PAGE = 5000
 
 Envelope = Callable[[], dict[str, Any]]
 
@@ -91,27 +91,35 @@ class Tab:
 
 
 class CostBoundary:
-    def __init__(self, config: Config, prices: PriceTable, book: BudgetBook) -> None:
+    def __init__(self, config: Config, prices: PriceTable, ledger: Ledger) -> None:
         self._prices = prices
-        self._book = book
+        self._ledger = ledger
+        self._book = ledger.book
         self._enforcing = bool(config.budgets)
         self._grace_s = config.server.reservation_grace_s
 
     @classmethod
     async def open(cls, config: Config, store: EventStore) -> CostBoundary:
         """Price every model (a model without a price fails start-up) and rebuild the budget
-        book from the whole log."""
-        boundary = cls(config, PriceTable.from_config(config), BudgetBook(budget_specs(config)))
-        after = 0
-        while page := await store.read(after, _REPLAY_PAGE):
-            for stored in page:
-                boundary._book.apply(stored.event)
-            after = page[-1].seq
-        return boundary
+        book from the log: the whole log for one sidecar, the budget events of every sidecar
+        on a shared JetStream stream (``_ledger``)."""
+        prices = PriceTable.from_config(config)
+        ledger = open_ledger(BudgetBook(budget_specs(config)), store)
+        await ledger.rebuild()
+        return cls(config, prices, ledger)
 
     @property
     def book(self) -> BudgetBook:
         return self._book
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
+    async def run(self) -> None:
+        """Keep the book current while the sidecar serves (other sidecars' holds and
+        releases on a shared stream); returns at once for a single sidecar."""
+        await self._ledger.run()
 
     def open_tab(self, *, request_id: str, tenant: str, route: str, model_class: str) -> Tab:
         keys = self._book.keys(
@@ -119,10 +127,11 @@ class CostBoundary:
         )
         return Tab(request_id, keys)
 
-    def hold(
+    async def hold(
         self,
         tab: Tab,
         envelope: Envelope,
+        pending: list[Event],
         *,
         model: str,
         provider: str,
@@ -130,14 +139,18 @@ class CostBoundary:
         max_tokens: int,
         deadline_s: float,
     ) -> tuple[list[Event], bool]:
-        """Before an attempt: hold its worst-case price. Returns the events to log and whether
-        one of them must be durable before the call (a reservation or a top-up).
+        """Before an attempt: hold its worst-case price. Returns the events to log after
+        ``pending`` and whether they must be durable before the call (a reservation or a
+        top-up the caller logs).
 
-        Raises ``budget_exceeded`` when a budget can't take it; no provider may be called then.
+        ``pending`` are the request's events not logged yet; the last attempt's settlement is
+        added to them. A ledger that logs holds itself (several sidecars) logs them first and
+        empties the list. Raises ``budget_exceeded`` when a budget can't take it; no provider
+        may be called then (its events are the refusal, to log after ``pending``).
         """
-        events: list[Event] = self._flush(tab, envelope, final=False)
+        pending += self._flush(tab, envelope, final=False)
         if not self._enforcing or not tab.keys:
-            return events, False
+            return [], False
         worst = self._prices.worst_case_micros(model, input_tokens, max_tokens)
         if not tab.reserved:
             need = worst
@@ -145,11 +158,7 @@ class CostBoundary:
             state = self._book.reservation(tab.reservation_id)
             need = worst - (state.held_micros if state is not None else 0)
             if need <= 0:
-                return events, False
-        refusal = self._book.check(tab.keys, need)
-        if refusal is not None:
-            events.append(BudgetRefused(**envelope(), **msgspec.structs.asdict(refusal)))
-            raise BudgetExceededError(events, refusal.budget, refusal.limit_micros)
+                return [], False
         change: Event
         if not tab.reserved:
             change = BudgetReserved(
@@ -161,7 +170,6 @@ class CostBoundary:
                 model=model,
                 provider=provider,
             )
-            tab.reserved = True
         else:
             change = BudgetToppedUp(
                 **envelope(),
@@ -170,10 +178,16 @@ class CostBoundary:
                 model=model,
                 provider=provider,
             )
-        # Checked and applied with no await in between: the invariant's one enforcement point.
-        self._book.apply(change)
-        events.append(change)
-        return events, True
+        # The invariant's one enforcement point: the ledger checks and applies (and, on a shared
+        # stream, appends conditionally) so that no other hold can come in between.
+        refusal = await self._ledger.hold(tab.keys, need, change, pending)
+        if refusal is not None:
+            refused = BudgetRefused(**envelope(), **msgspec.structs.asdict(refusal))
+            raise BudgetExceededError([refused], refusal.budget, refusal.limit_micros)
+        tab.reserved = True
+        if self._ledger.logs_holds:
+            return [], False
+        return [change], True
 
     def settle(
         self,
@@ -225,13 +239,16 @@ class CostBoundary:
 
     def expire_due(self, now_ns: int, config_hash: str) -> list[Event]:
         """Expire reservations past their time (the sweeper's step); each counts as spent at
-        what it held. A reservation's id is its request's id."""
-        events: list[Event] = []
+        what it held. A reservation's id is its request's id. On a shared stream this covers
+        every sidecar's reservations, a dead sidecar's included."""
+        due: list[tuple[str, int]] = []
         for reservation_id in self._book.expired(now_ns):
             state = self._book.reservation(reservation_id)
-            held = state.held_micros if state is not None else 0
-            event = BudgetReservationExpired(
-                event_id=new_id(),
+            due.append((reservation_id, state.held_micros if state is not None else 0))
+
+        def expiry(reservation_id: str, held: int) -> Event:
+            return BudgetReservationExpired(
+                event_id=expiry_event_id(reservation_id),
                 ts_ns=now_ns,
                 request_id=reservation_id,
                 tenant="",
@@ -240,9 +257,8 @@ class CostBoundary:
                 reservation_id=reservation_id,
                 counted_micros=held,
             )
-            self._book.apply(event)
-            events.append(event)
-        return events
+
+        return self._ledger.expire(due, expiry) if due else []
 
     def _flush(self, tab: Tab, envelope: Envelope, *, final: bool) -> list[Event]:
         unsettled = tab.unsettled

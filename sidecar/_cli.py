@@ -12,14 +12,16 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 import anyio
 
-from events import read_log
 from projections import BudgetBook
 
 from ._admin import budget_report
 from ._boundary import budget_specs
+from ._cli_observe import add_observe_commands, read_events, run_observe_command
 from ._config import Config, ConfigError, load_config
 from ._demo import run_demo
+from ._evals import add_eval_parser, run_eval
 from ._fakes import serve_all_fakes
+from ._nats_connect import NatsConnectError
 from ._service import open_sidecar
 
 __all__ = ["main"]
@@ -50,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget.add_argument("--config", "-c", required=True, help="the TOML config file")
     budget.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    add_observe_commands(commands)
+    add_eval_parser(commands)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -60,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(lambda: _serve(config))
         if args.command == "fakes":
             return _run(lambda: _fakes(args.host))
+        if args.command in ("usage", "audit", "replay", "tail"):
+            return run_observe_command(args, load_config(args.config))
+        if args.command == "eval":
+            return run_eval(args)
         if args.command == "budget":
             budget_config = load_config(args.config)
             return _run(lambda: _budget(budget_config, as_json=args.json))
@@ -67,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tollgate: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    except NatsConnectError as exc:
+        print(f"tollgate: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run(entry: Callable[[], Awaitable[int]]) -> int:
@@ -117,10 +129,15 @@ async def _budget(config: Config, *, as_json: bool) -> int:
         source = f"the running sidecar (unix:{config.server.socket})"
     except (aiohttp.ClientError, OSError):
         book = BudgetBook(budget_specs(config))
-        for stored in read_log(config.store.path):
+        # In a thread: reading a JetStream stream runs an event loop of its own.
+        for stored in await anyio.to_thread.run_sync(lambda: list(read_events(config))):
             book.apply(stored.event)
         report = budget_report(book)
-        source = f"the log {config.store.path}"
+        source = (
+            f"the log {config.store.path}"
+            if config.store.kind == "sqlite"
+            else f"the JetStream stream {config.store.stream}"
+        )
     if as_json:
         print(json.dumps(report, indent=2))
         return 0

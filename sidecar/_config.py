@@ -14,6 +14,8 @@ from typing import Literal
 
 import msgspec
 
+from projections import AlertPolicy
+
 from ._breaker import BreakerPolicy
 from ._retry import RetryPolicy
 
@@ -37,6 +39,7 @@ __all__ = [
 Capability = Literal["vision", "tools", "structured_output", "streaming"]
 ProviderKind = Literal["openai", "anthropic", "gemini", "xai", "openai_compatible"]
 
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
@@ -61,6 +64,9 @@ class ServerConfig(_Section, frozen=True):
     # A reservation still unsettled this long after its request's deadline (the sidecar died
     # during the call, say) expires and counts as spent at what it held.
     reservation_grace_s: float = 60.0
+    # An optional TCP listener ("host:port") for health, readiness and Prometheus metrics, for
+    # probes and scrapers that can't reach a Unix socket. It serves nothing that spends money.
+    admin_address: str | None = None
 
 
 class StoreConfig(_Section, frozen=True):
@@ -71,6 +77,10 @@ class StoreConfig(_Section, frozen=True):
     # JetStream only: the stream (one per deployment) and its replica count (3 in production).
     stream: str = "TOLLGATE"
     replicas: int = 1
+    # Where the projections (usage, alerts, budgets) checkpoint their state; default: beside
+    # the SQLite log (``<path>.projections``). A missing or unreadable one means a replay.
+    checkpoint: str | None = None
+    checkpoint_interval_s: float = 10.0
 
 
 class NatsConfig(_Section, frozen=True):
@@ -138,6 +148,9 @@ class ClassConfig(_Section, frozen=True):
     members: list[str]
     # The class to fall back to when every member is unavailable (the declared degraded path).
     degrade_to: str | None = None
+    # How strong the class is, for `tollgate eval routing` (higher: stronger and dearer). Set on
+    # every class or none; without tiers, classes are ordered by their first member's price.
+    tier: int | None = None
 
 
 class RouteConfig(_Section, frozen=True):
@@ -185,6 +198,7 @@ class Config(_Section, frozen=True):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     nats: NatsConfig = NatsConfig()
+    alerts: AlertPolicy = AlertPolicy()
     retry: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
     budgets: dict[str, BudgetConfig] = {}
@@ -356,6 +370,12 @@ def _check(config: Config) -> list[str]:
     need(server.max_body_bytes > 0, "server.max_body_bytes", "must be positive")
     need(server.shutdown_grace_s >= 0, "server.shutdown_grace_s", "must not be negative")
     need(server.reservation_grace_s >= 0, "server.reservation_grace_s", "must not be negative")
+    if server.admin_address is not None:
+        need(
+            _HOST_PORT.match(server.admin_address) is not None,
+            "server.admin_address",
+            'must be "host:port", e.g. "127.0.0.1:9464"',
+        )
     retry = config.retry
     for field in ("rate_limited", "overloaded", "timeout", "server_error"):
         need(getattr(retry, field) >= 0, f"retry.{field}", "must not be negative")
@@ -374,6 +394,23 @@ def _check(config: Config) -> list[str]:
     need(breaker.probes >= 1, "breaker.probes", "must be at least 1")
     need(bool(_NAME.match(server.default_tenant)), "server.default_tenant", "invalid name")
     need(config.store.replicas in (1, 3, 5), "store.replicas", "must be 1, 3 or 5")
+    need(
+        config.store.checkpoint_interval_s > 0,
+        "store.checkpoint_interval_s",
+        "must be positive",
+    )
+    alerts = config.alerts
+    for field in ("degraded_share", "unrouted_share"):
+        need(0 <= getattr(alerts, field) <= 1, f"alerts.{field}", "must be between 0 and 1")
+    for field in ("degraded_window_s", "unrouted_window_s"):
+        need(getattr(alerts, field) > 0, f"alerts.{field}", "must be positive")
+    for field in ("degraded_min_requests", "unrouted_min_requests"):
+        need(getattr(alerts, field) >= 1, f"alerts.{field}", "must be at least 1")
+    need(
+        all(0 < t <= 1 for t in alerts.budget_thresholds),
+        "alerts.budget_thresholds",
+        "each must be a fraction in (0, 1]",
+    )
     nats = config.nats
     need(bool(nats.servers), "nats.servers", "must list at least one server")
     for url in nats.servers:
@@ -419,7 +456,12 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         return str(base_dir / value) if not Path(value).is_absolute() else value
 
     server = msgspec.structs.replace(config.server, socket=resolve(config.server.socket))
-    store = msgspec.structs.replace(config.store, path=resolve(config.store.path))
+    checkpoint = config.store.checkpoint
+    store = msgspec.structs.replace(
+        config.store,
+        path=resolve(config.store.path),
+        checkpoint=resolve(checkpoint or f"{config.store.path}.projections"),
+    )
     nats = config.nats
     nats_files = {
         field: resolve(value)

@@ -190,7 +190,10 @@ def demo_config(
         else:
             sections[name] = f'base_url = "{fakes[name].base_url}"'
     text = _DEMO_TOML.format(local_url=fakes["openai"].base_url, **sections)
-    return parse_config(text, base_dir=workdir, source="<built-in demo config>")
+    config = parse_config(text, base_dir=workdir, source="<built-in demo config>")
+    # Kept beside the log, for the commands that read it afterwards (usage, audit, replay).
+    (workdir / "tollgate.toml").write_text(text)
+    return config
 
 
 async def run_demo() -> int:
@@ -215,6 +218,12 @@ async def run_demo() -> int:
     )
     print(f"The event log is {config.store.path} ({total} events).")
     print(f"Work directory: {workdir}")
+    fell_back = dict(ids)["code (primary down)"]
+    print(
+        "\nRead it back:\n"
+        f"  .venv/bin/tollgate usage --config {workdir}/tollgate.toml --by model,provider\n"
+        f"  .venv/bin/tollgate audit {fell_back} --config {workdir}/tollgate.toml"
+    )
     return 0
 
 

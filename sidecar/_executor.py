@@ -52,6 +52,7 @@ from events import (
     RequestReceived,
     RetryScheduled,
     RouteDecided,
+    TaskMistyped,
     TaskUnrouted,
     new_id,
 )
@@ -63,8 +64,9 @@ from ._cascade import HeldAnswer, cascade_check
 from ._config import Config
 from ._errors import TollgateError
 from ._estimate import measure_prompt
+from ._infer import Inference, looks_mistyped, route_query
 from ._retry import Action, decide
-from ._router import Candidate, RouteDecision, RouteQuery, UnknownTargetError, route
+from ._router import Candidate, RouteDecision, UnknownTargetError, route
 
 __all__ = ["Call", "ClientDisconnectedError", "Executor", "Outcome", "ResponseSink", "Served"]
 
@@ -215,13 +217,7 @@ class Executor:
                 prompt=prompt_json.decode() if self._log_content else None,
             )
         ]
-        query = RouteQuery(
-            selector=request.model,
-            task=call.task,
-            input_tokens=size.estimated_tokens,
-            max_tokens=request.output_limit,
-            needs=request.needs(),
-        )
+        query, inference = route_query(request, call.task, size.estimated_tokens)
         now = time.monotonic()
         unavailable = [p for p, b in self._breakers.items() if not b.available(now)]
         try:
@@ -235,7 +231,7 @@ class Executor:
             )
             await self._fail(stamp, pending, error, attempts=0)
             raise error from None
-        pending += _decision_events(stamp, decision, size.estimated_tokens)
+        pending += _decision_events(stamp, decision, size.estimated_tokens, inference)
         if not decision.chain:
             error = _no_route(decision)
             await self._fail(stamp, pending, error, attempts=0)
@@ -450,9 +446,10 @@ class Executor:
         already being forwarded)."""
         stamp = d.stamp
         try:
-            held, durable = self._boundary.hold(
+            held, durable = await self._boundary.hold(
                 d.tab,
                 stamp.envelope,
+                d.pending,
                 model=candidate.model,
                 provider=candidate.provider,
                 input_tokens=d.input_tokens,
@@ -799,8 +796,22 @@ class _Dispatch:
         self.holding: HeldAnswer | None = None
 
 
-def _decision_events(stamp: _Stamp, decision: RouteDecision, input_estimate: int) -> list[Event]:
+def _decision_events(
+    stamp: _Stamp, decision: RouteDecision, input_estimate: int, inference: Inference | None
+) -> list[Event]:
     events: list[Event] = []
+    declared = decision.requested_task
+    if inference is not None and declared and looks_mistyped(declared, inference):
+        # Still routed by the declared task (the client's explicit choice); the operator sees
+        # the mismatch.
+        events.append(
+            TaskMistyped(
+                **stamp.envelope(),
+                declared_task=declared,
+                inferred_task=inference.task,
+                signals=list(inference.signals),
+            )
+        )
     if decision.unrouted:
         events.append(
             TaskUnrouted(

@@ -26,7 +26,17 @@ from ._api import ChatCompletionRequest, parse_chat_request
 from ._errors import TollgateError, error_body
 from ._executor import Call, ClientDisconnectedError, Executor, Outcome, Served
 
-__all__ = ["LISTEN_BACKLOG", "bind_unix_socket", "create_app"]
+__all__ = [
+    "LISTEN_BACKLOG",
+    "Collector",
+    "bind_unix_socket",
+    "body_too_large",
+    "create_app",
+    "openai_finish",
+    "openai_usage",
+    "routing_inputs",
+    "usd",
+]
 
 log = logging.getLogger("tollgate.http")
 
@@ -135,14 +145,19 @@ class _ChatHandler:
         length = request.content_length
         if length is not None and length > self._max_body_bytes:
             # Refuse before reading: a 20 MB body should cost nothing.
-            return _error_response(_too_large(self._max_body_bytes))
+            return _error_response(body_too_large(self._max_body_bytes))
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _error_response(_too_large(self._max_body_bytes))
+            return _error_response(body_too_large(self._max_body_bytes))
         try:
             parsed, params = parse_chat_request(body)
-            tenant, task = self._routing_inputs(request, parsed)
+            tenant, task = routing_inputs(
+                parsed,
+                tenant_header=request.headers.get("x-tollgate-tenant"),
+                task_header=request.headers.get("x-tollgate-task"),
+                default_tenant=self._default_tenant,
+            )
         except TollgateError as error:
             return _error_response(error)
         call = Call(
@@ -155,14 +170,14 @@ class _ChatHandler:
         )
         if parsed.stream:
             return await self._stream(request, call)
-        collector = _Collector()
+        collector = Collector()
         try:
             outcome = await self._executor.execute(call, collector)
         except TollgateError as error:
             return _error_response(error, call.request_id)
         headers = _served_headers(outcome.served)
         # A stream's headers leave before its cost is known: it reports it in the usage chunk.
-        headers["x-tollgate-cost-usd"] = _usd(outcome.cost_micros)
+        headers["x-tollgate-cost-usd"] = usd(outcome.cost_micros)
         return web.Response(
             body=collector.completion(outcome), content_type="application/json", headers=headers
         )
@@ -186,37 +201,45 @@ class _ChatHandler:
         assert sink.response is not None
         return sink.response
 
-    def _routing_inputs(
-        self, request: web.Request, parsed: ChatCompletionRequest
-    ) -> tuple[str, str | None]:
-        metadata = parsed.metadata or {}
-        tenant = (
-            request.headers.get("x-tollgate-tenant")
-            or metadata.get("tenant")
-            or self._default_tenant
+
+def routing_inputs(
+    parsed: ChatCompletionRequest,
+    *,
+    tenant_header: str | None,
+    task_header: str | None,
+    default_tenant: str,
+) -> tuple[str, str | None]:
+    """The request's tenant and task: a transport's headers win over ``metadata``. Shared by
+    the transports so that they route alike."""
+    metadata = parsed.metadata or {}
+    tenant = tenant_header or metadata.get("tenant") or default_tenant
+    task = task_header or metadata.get("task")
+    if not _NAME.match(tenant):
+        raise TollgateError.invalid_request(
+            "the tenant must be 1-64 letters, digits, '.', '_', ':' or '-'", param="tenant"
         )
-        task = request.headers.get("x-tollgate-task") or metadata.get("task")
-        if not _NAME.match(tenant):
-            raise TollgateError.invalid_request(
-                "the tenant must be 1-64 letters, digits, '.', '_', ':' or '-'", param="tenant"
-            )
-        if task is not None and not _NAME.match(task):
-            raise TollgateError.invalid_request(
-                "the task must be 1-64 letters, digits, '.', '_', ':' or '-'", param="task"
-            )
-        return tenant, task
+    if task is not None and not _NAME.match(task):
+        raise TollgateError.invalid_request(
+            "the task must be 1-64 letters, digits, '.', '_', ':' or '-'", param="task"
+        )
+    return tenant, task
 
 
-def _usd(micros: int) -> str:
+def usd(micros: int) -> str:
     return f"{micros / 1_000_000:.6f}"
 
 
-def _too_large(limit: int) -> TollgateError:
+def body_too_large(limit: int) -> TollgateError:
     return TollgateError.invalid_request(
         f"the request body is larger than the limit of {limit} bytes",
         code="body_too_large",
         status=413,
     )
+
+
+def openai_finish(reason: str) -> str:
+    """tollgate's finish reason as OpenAI names it."""
+    return _OPENAI_FINISH.get(reason, "stop")
 
 
 def _served_headers(served: Served) -> dict[str, str]:
@@ -238,7 +261,7 @@ class _OutUsage(msgspec.Struct):
     cost_usd: float
 
 
-def _usage(outcome: Outcome) -> _OutUsage:
+def openai_usage(outcome: Outcome) -> _OutUsage:
     usage = outcome.usage
     return _OutUsage(
         prompt_tokens=usage.input_tokens,
@@ -250,7 +273,7 @@ def _usage(outcome: Outcome) -> _OutUsage:
     )
 
 
-class _Collector:
+class Collector:
     """Gathers a non-streamed answer into one chat.completion object."""
 
     def __init__(self) -> None:
@@ -296,7 +319,7 @@ class _Collector:
                         "logprobs": None,
                     }
                 ],
-                "usage": _usage(outcome),
+                "usage": openai_usage(outcome),
             }
         )
 
@@ -364,7 +387,7 @@ class _SSEWriter:
         tail = self._prefix + b'{},"finish_reason":' + _encode(finish) + b"}]}\n\n"
         if self._include_usage:
             head = self._prefix.split(b',"choices":', 1)[0]
-            tail += head + b',"choices":[],"usage":' + _encode(_usage(outcome)) + b"}\n\n"
+            tail += head + b',"choices":[],"usage":' + _encode(openai_usage(outcome)) + b"}\n\n"
         try:
             await self.response.write(tail + b"data: [DONE]\n\n")
             await self.response.write_eof()

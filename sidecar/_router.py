@@ -47,6 +47,9 @@ class RouteQuery(msgspec.Struct, frozen=True, kw_only=True):
     max_tokens: int | None = None
     # Capabilities the request itself needs (images → vision, tools, a JSON schema, streaming).
     needs: frozenset[str] = frozenset()
+    # The task inferred from the content (``_infer``): an untagged request takes its route
+    # when the config has one, instead of the default route.
+    inferred_task: str | None = None
 
 
 class Candidate(msgspec.Struct, frozen=True):
@@ -69,7 +72,8 @@ class Dropped(msgspec.Struct, frozen=True):
 class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     route: str
     model_class: str
-    # How the target was named: "task", "class", "model" or "default".
+    # How the target was named: "task", "class", "model", "inferred" (an untagged request
+    # routed by its inferred task) or "default".
     selector_kind: str
     # The task the request declared ("" if none).
     requested_task: str
@@ -96,6 +100,16 @@ def route(
         task = selector[len(TASK_PREFIX) :]
         selector = ""
     route_name = task if task in config.routes else config.default_route
+    # Only a request that names no task at all is routed by inference; a declared task, even
+    # one without a route, is the client's choice (and TaskUnrouted tells the operator).
+    inferred = (
+        not task
+        and selector in AUTO_SELECTORS
+        and query.inferred_task is not None
+        and query.inferred_task in config.routes
+    )
+    if inferred:
+        route_name = query.inferred_task or route_name
     route_config = config.routes[route_name]
 
     if selector.startswith(CLASS_PREFIX):
@@ -112,8 +126,8 @@ def route(
         members = [(selector, "", 0)]
     else:
         class_name = route_config.model_class
-        unrouted = task not in config.routes
-        kind = "default" if unrouted else "task"
+        unrouted = task not in config.routes and not inferred
+        kind = "inferred" if inferred else "default" if unrouted else "task"
         members = _degraded_path(config, class_name, route_config.max_degrade)
 
     needs = query.needs | frozenset(route_config.requires)
@@ -148,7 +162,7 @@ def route(
         return tuple(chain)
 
     cascade: tuple[Candidate, ...] = ()
-    if kind in ("task", "default") and route_config.cascade_from is not None:
+    if kind in ("task", "inferred", "default") and route_config.cascade_from is not None:
         cascade = fit(_degraded_path(config, route_config.cascade_from, 0))
     chain = fit(members)
     return RouteDecision(

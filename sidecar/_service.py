@@ -20,13 +20,17 @@ from adapters import (
     OpenAICompatibleAdapter,
     XAIAdapter,
 )
-from events import EventStore, open_sqlite_store
+from events import EventStore, open_jetstream_store, open_sqlite_store
+from projections import ProjectionRunner
 
-from ._admin import add_admin_routes
+from ._admin import add_admin_routes, add_observability_routes
 from ._boundary import CostBoundary
 from ._config import Config, ProviderConfig, config_hash
 from ._executor import Executor
 from ._http import LISTEN_BACKLOG, bind_unix_socket, create_app
+from ._nats import NatsTransport, serve_nats
+from ._nats_connect import NatsLink, open_nats_link
+from ._observe import build_projections
 from ._secrets import resolve_api_key
 
 __all__ = ["Sidecar", "build_adapter", "open_sidecar"]
@@ -38,6 +42,10 @@ class Sidecar(msgspec.Struct, frozen=True):
     socket_path: str
     store: EventStore
     boundary: CostBoundary
+    # The NATS transport, when ``nats.enabled``.
+    nats: NatsTransport | None = None
+    # Usage, alerts and budgets folded from the log (metrics, ``/admin/usage``, alerts).
+    projections: ProjectionRunner | None = None
 
 
 class _Transport(TypedDict):
@@ -72,7 +80,54 @@ def build_adapter(name: str, provider: ProviderConfig, api_key: str | None) -> A
             return GeminiAdapter(name, api_version=provider.api_version, **common)
 
 
+def _open_store(
+    config: Config, link: NatsLink | None
+) -> contextlib.AbstractAsyncContextManager[EventStore]:
+    """The event log: the embedded SQLite file, or the deployment's JetStream stream on the
+    sidecar's NATS connection (which ``open_nats_link`` has made before returning)."""
+    if config.store.kind != "jetstream":
+        return open_sqlite_store(config.store.path)
+    assert link is not None
+    assert link.client is not None
+    return open_jetstream_store(
+        link.client, stream=config.store.stream, replicas=config.store.replicas
+    )
+
+
 SWEEP_INTERVAL_S = 1.0
+
+
+@contextlib.asynccontextmanager
+async def _projecting(runner: ProjectionRunner) -> AsyncIterator[None]:
+    """Fold the log into the projections while the sidecar serves (checkpointed on exit)."""
+    await anyio.to_thread.run_sync(runner.load_checkpoint)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(runner.run)
+        try:
+            yield
+        finally:
+            tasks.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _admin_listener(
+    config: Config, runner: ProjectionRunner, store: EventStore
+) -> AsyncIterator[None]:
+    """The optional TCP listener for probes and scrapers (``server.admin_address``)."""
+    address = config.server.admin_address
+    if address is None:
+        yield
+        return
+    host, _, port = address.rpartition(":")
+    app = web.Application()
+    add_observability_routes(app, config, runner, store, probes_only=True)
+    admin = web.AppRunner(app, access_log=None, handle_signals=False)
+    await admin.setup()
+    try:
+        await web.TCPSite(admin, host.strip("[]"), int(port)).start()
+        yield
+    finally:
+        await admin.cleanup()
 
 
 @contextlib.asynccontextmanager
@@ -87,6 +142,9 @@ async def _sweeping(boundary: CostBoundary, store: EventStore, digest: str) -> A
             await anyio.sleep(SWEEP_INTERVAL_S)
 
     async with anyio.create_task_group() as tasks:
+        # On a shared JetStream stream the budget book follows every sidecar's budget events
+        # and decides holds; with one sidecar this returns at once.
+        tasks.start_soon(boundary.run)
         tasks.start_soon(sweep)
         try:
             yield
@@ -108,7 +166,10 @@ async def open_sidecar(
     digest = config_hash(config)
     server = config.server
     try:
-        async with open_sqlite_store(config.store.path) as store:
+        async with (
+            open_nats_link(config, env) as link,
+            _open_store(config, link) as store,
+        ):
             boundary = await CostBoundary.open(config, store)
             executor = Executor(config, digest, adapters, store, boundary)
             app = create_app(
@@ -117,8 +178,19 @@ async def open_sidecar(
                 default_tenant=server.default_tenant,
             )
             add_admin_routes(app, boundary, store, digest)
+            projections = ProjectionRunner(
+                store,
+                build_projections(config),
+                checkpoint_path=config.store.checkpoint,
+                checkpoint_interval_s=config.store.checkpoint_interval_s,
+            )
+            add_observability_routes(app, config, projections, store)
             runner = web.AppRunner(
-                app, access_log=None, handle_signals=False, shutdown_timeout=server.shutdown_grace_s
+                app,
+                access_log=None,
+                handle_signals=False,
+                # aiohttp reads a zero timeout as "no limit": a grace of 0 means almost none.
+                shutdown_timeout=max(server.shutdown_grace_s, 0.001),
             )
             await runner.setup()
             bound = False
@@ -127,8 +199,13 @@ async def open_sidecar(
                 bound = True
                 # aiohttp listens again with its own backlog: give it ours.
                 await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
-                async with _sweeping(boundary, store, digest):
-                    yield Sidecar(config, digest, server.socket, store, boundary)
+                async with (
+                    _sweeping(boundary, store, digest),
+                    _projecting(projections),
+                    serve_nats(link, executor, config) as nats,
+                    _admin_listener(config, projections, store),
+                ):
+                    yield Sidecar(config, digest, server.socket, store, boundary, nats, projections)
             finally:
                 # Stops accepting, lets requests in flight finish (up to the grace period), and
                 # only then is the store closed, so their terminal events are written.

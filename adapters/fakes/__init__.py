@@ -23,12 +23,17 @@ settings, behaviours, faults, control API and token rule in those providers' wir
 lines and 529s; ``data:``-only SSE, ``RetryInfo`` and ``promptFeedback``). Their module docstrings
 say how each fault reads in that protocol.
 
+Answer books (``ModelBehaviour.answers`` and ``quality``): for graded evaluations, a model can
+be given the right answers to known prompts (keyed by ``prompt_key``, a digest of the user
+text) and a quality, the fraction of them it gets right; which ones is a hash of (seed, key).
+
 xAI fake (``serve_fake_xai``): the same machinery in xAI's dialect — UUID ids, reasoning counted
 outside ``completion_tokens``, flat ``{"code", "error"}`` error bodies, 400 for a bad key.
 """
 
 from ._anthropic import create_anthropic_app, serve_fake_anthropic
 from ._behaviour import (
+    BookAnswer,
     ContentFilterFault,
     DropFault,
     ErrorPreset,
@@ -46,7 +51,7 @@ from ._behaviour import (
 from ._client import FakeControlError, FakeOpenAIControl
 from ._gemini import create_gemini_app, serve_fake_gemini
 from ._openai import create_openai_app, serve_fake_openai
-from ._prompt import count_prompt_tokens
+from ._prompt import count_prompt_tokens, prompt_key
 from ._server import FakeServer
 from ._state import FakeStats, LoggedRequest, ModelStats
 from ._xai import create_xai_app, serve_fake_xai
@@ -55,6 +60,7 @@ from ._xai import create_xai_app, serve_fake_xai
 FakeOpenAIServer = FakeAnthropicServer = FakeGeminiServer = FakeXAIServer = FakeServer
 
 __all__ = [
+    "BookAnswer",
     "ContentFilterFault",
     "DropFault",
     "ErrorPreset",
@@ -83,6 +89,7 @@ __all__ = [
     "create_gemini_app",
     "create_openai_app",
     "create_xai_app",
+    "prompt_key",
     "serve_fake_anthropic",
     "serve_fake_gemini",
     "serve_fake_openai",

@@ -11,18 +11,20 @@ towards ``completion_tokens`` and the max-tokens limit.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import msgspec
 
-from ._behaviour import ModelBehaviour, ToolUse
-from ._prompt import ChatRequest, ToolChoiceFunction, answer_seed, prompt_tokens
+from ._behaviour import BookAnswer, ModelBehaviour, ToolUse
+from ._prompt import ChatRequest, ToolChoiceFunction, answer_seed, book_key, prompt_tokens
 
 __all__ = [
     "AnswerPlan",
     "ToolCallPlan",
     "UnknownToolChoice",
     "answer_words",
+    "book_answer",
     "plan_answer",
     "tool_arguments",
 ]
@@ -180,6 +182,27 @@ def _tool_call_id(seed: int) -> str:
     return "call_" + hashlib.blake2b(seed.to_bytes(8, "big"), digest_size=12).hexdigest()
 
 
+def book_answer(request: ChatRequest, behaviour: ModelBehaviour) -> BookAnswer | None:
+    """The book's right answer if ``request`` is in the model's answer book and this model is
+    right on it: a hash of (seed, key) below ``quality`` (see ``ModelBehaviour.answers``)."""
+    if not behaviour.answers:
+        return None
+    key = book_key(request)
+    right = behaviour.answers.get(key)
+    if right is None:
+        return None
+    digest = hashlib.blake2b(
+        behaviour.seed.to_bytes(8, "big", signed=True) + key.encode(), digest_size=8
+    ).digest()
+    draw = int.from_bytes(digest, "big") / 2**64
+    return right if draw < behaviour.quality else None
+
+
+# A book answer's tokens keep its exact whitespace (code needs its newlines and indents): each
+# token is a run of spaces followed by a run of non-spaces.
+_TOKEN = re.compile(r"\s*\S+")
+
+
 def plan_answer(request: ChatRequest, behaviour: ModelBehaviour, limit: int | None) -> AnswerPlan:
     """The answer to ``request``; ``limit`` is its max completion tokens, if any.
 
@@ -195,9 +218,24 @@ def plan_answer(request: ChatRequest, behaviour: ModelBehaviour, limit: int | No
     finish = "stop"
 
     tool = _pick_tool(request, behaviour.tool_use)
+    right = book_answer(request, behaviour)
+    if right is not None and right.tool is not None:
+        choice = request.tool_choice
+        forced = choice.function if isinstance(choice, ToolChoiceFunction) else None
+        if request.tools and choice != "none" and (forced is None or forced.name == right.tool):
+            tool = (right.tool, {})
+        else:
+            # No tool may be called, or another one must be: the model answers as usual.
+            right = None
+    elif right is not None:
+        # A right text answer: the model answers in words even when a tool is offered.
+        tool = None
     if tool is not None and (visible is None or visible >= 1):
         name, parameters = tool
-        arguments = tool_arguments(parameters, seed)
+        if right is not None:
+            arguments = right.arguments
+        else:
+            arguments = tool_arguments(parameters, seed)
         fragments = [arguments[i : i + 4] for i in range(0, len(arguments), 4)]
         finish = "tool_calls"
         if visible is not None and 1 + len(fragments) > visible:
@@ -215,7 +253,9 @@ def plan_answer(request: ChatRequest, behaviour: ModelBehaviour, limit: int | No
             extra_tokens=1,
         )
 
-    if behaviour.text is not None:
+    if right is not None:
+        words = _TOKEN.findall(right.text)
+    elif behaviour.text is not None:
         words = behaviour.text.split()
     else:
         words = answer_words(seed, behaviour.answer_tokens)
@@ -226,7 +266,10 @@ def plan_answer(request: ChatRequest, behaviour: ModelBehaviour, limit: int | No
     elif visible is not None and len(words) > visible:
         del words[visible:]
         finish = "length"
-    tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    if right is not None:
+        tokens = words  # whitespace already in place
+    else:
+        tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
     pieces, counts = _group(tokens, behaviour.chunks)
     return AnswerPlan(
         pieces=pieces,

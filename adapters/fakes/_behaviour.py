@@ -12,6 +12,7 @@ from typing import Annotated, Literal, TypeAlias
 import msgspec
 
 __all__ = [
+    "BookAnswer",
     "ContentFilterFault",
     "DropFault",
     "ErrorPreset",
@@ -144,6 +145,16 @@ STREAM_ONLY_FAULTS: tuple[type[_FaultBase], ...] = (
 )
 
 
+class BookAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The right answer to one prompt of a model's answer book: a text, or (``tool`` set) one
+    call of that tool with ``arguments`` (JSON). A tool answer is only given when the request
+    offers tools and does not forbid them; otherwise the model answers as usual."""
+
+    text: str = ""
+    tool: str | None = None
+    arguments: str = "{}"
+
+
 class ModelBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How one model answers. Delays model a real provider: ``header_delay_s`` before the
     response headers (every response, errors included), ``ttft_s`` from headers to the first
@@ -170,8 +181,18 @@ class ModelBehaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     # Tried in order for each request; the first that fires is the request's only fault.
     faults: tuple[Fault, ...] = ()
-    # Seeds the RNG of rate-based faults; re-seeded whenever the behaviour is (re)set.
+    # Seeds the RNG of rate-based faults; re-seeded whenever the behaviour is (re)set. Also
+    # picks which prompts of the answer book are answered right (below).
     seed: int = 0
+    # An answer book, for graded evaluations: ``prompt_key`` of a request -> its right answer.
+    # A prompt in the book gets its right answer if a hash of (seed, key) falls below
+    # ``quality``, else the answer the model would give without a book, which is wrong for
+    # any checker that looks for the right one. The choice is a pure function of (seed, key):
+    # reproducible, independent of request order and protocol. Two models with the same seed
+    # are right on nested sets of prompts (the higher quality on a superset); give them
+    # different seeds for independent mistakes.
+    answers: dict[str, BookAnswer] = msgspec.field(default_factory=dict)
+    quality: Probability = 1.0
 
 
 class FakeOpenAISettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -30,7 +30,9 @@ __all__ = [
     "Tool",
     "ToolChoiceFunction",
     "answer_seed",
+    "book_key",
     "count_prompt_tokens",
+    "prompt_key",
     "prompt_tokens",
 ]
 
@@ -165,3 +167,34 @@ def answer_seed(request: ChatRequest) -> int:
                 text = (part.text or "").encode("utf-8", "surrogatepass")
                 h.update(b"\x02" + part.type.encode("utf-8", "surrogatepass") + b"\x03" + text)
     return int.from_bytes(h.digest(), "big")
+
+
+def book_key(request: ChatRequest) -> str:
+    """The answer-book key of ``request``: a digest of the text of its user messages.
+
+    Only user text counts (joined by newlines, whatever the message and part boundaries), so
+    the key survives each protocol's translation: system prompts moved out of the messages,
+    consecutive user turns merged, images and tool results carried in other shapes.
+    """
+    texts: list[str] = []
+    for message in request.messages:
+        if message.role != "user":
+            continue
+        content = message.content
+        if isinstance(content, str):
+            texts.append(content)
+        elif content is not None:
+            texts.extend(part.text or "" for part in content if part.type == "text")
+    digest = hashlib.sha256("\n".join(texts).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:32]
+
+
+def prompt_key(request: bytes | Mapping[str, object]) -> str:
+    """The answer-book key (see ``ModelBehaviour.answers``) of a Chat Completions request body
+    (JSON bytes or the decoded mapping); ``model`` may be left out."""
+    if isinstance(request, bytes | bytearray):
+        raw = msgspec.json.decode(request, type=dict[str, object])
+    else:
+        raw = dict(request)
+    raw.setdefault("model", "")
+    return book_key(msgspec.convert(raw, ChatRequest))

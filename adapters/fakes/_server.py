@@ -66,7 +66,8 @@ async def serve_app(
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        # A burst of connections (load tests) must queue, not be refused: the default is 128.
+        await web.TCPSite(runner, host, port, backlog=4096).start()
         bound_port = int(runner.addresses[0][1])
         url = f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
         control = FakeOpenAIControl(url)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeAlias
 
@@ -41,6 +41,7 @@ from events import (
 
 StoreOpener: TypeAlias = Callable[..., AbstractAsyncContextManager[EventStore]]
 NewLog: TypeAlias = Callable[[], StoreOpener]
+RestartServer: TypeAlias = Callable[[], Awaitable[None]]
 
 _counter = itertools.count()
 
@@ -211,11 +212,40 @@ _plan = st.lists(st.lists(_plan_item, min_size=1, max_size=6), min_size=1, max_s
 
 
 class StoreConformance:
-    """Protocol-level tests. Subclasses provide the ``new_log`` fixture (see the module doc)."""
+    """Protocol-level tests. Subclasses provide the ``new_log`` fixture (see the module doc).
+
+    A store backed by a server overrides ``restart_server`` (restart it, keeping its data,
+    while a store is open on it); for an embedded store there is nothing to restart.
+    """
 
     @pytest.fixture
     def open_store(self, new_log: NewLog) -> StoreOpener:
         return new_log()
+
+    @pytest.fixture
+    def restart_server(self) -> RestartServer:
+        async def nothing_to_restart() -> None:
+            pass
+
+        return nothing_to_restart
+
+    async def test_acknowledged_events_survive_a_server_restart(
+        self, open_store: StoreOpener, restart_server: RestartServer
+    ) -> None:
+        before = [fallback() for _ in range(20)]
+        submitted = [fallback() for _ in range(5)]
+        after = fallback()
+        async with open_store() as store:
+            for start in range(0, 20, 5):
+                await store.append(before[start : start + 5])
+            await restart_server()
+            # The store rides out the restart: calls made meanwhile wait, then land in order.
+            await store.submit(submitted)
+            with anyio.fail_after(30):
+                assert await store.append([after]) == [26]
+            assert_log(await read_all(store), [*before, *submitted, after])
+        async with open_store() as store:
+            assert_log(await read_all(store), [*before, *submitted, after])
 
     async def test_empty_log(self, open_store: StoreOpener) -> None:
         async with open_store() as store:

@@ -108,6 +108,29 @@ async def test_streaming_with_the_openai_client(
     assert len({c.id for c in chunks}) == 1
 
 
+async def test_tools_and_response_format_reach_the_provider(
+    client: openai.AsyncOpenAI, fake: FakeOpenAIServer
+) -> None:
+    tool = {
+        "type": "function",
+        "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}},
+    }
+    schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    await client.chat.completions.create(
+        model="task:chat",
+        messages=MESSAGES,
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice="auto",
+        response_format=schema,  # type: ignore[arg-type]
+        temperature=0.25,
+    )
+    sent = (await fake.control.requests("alpha-1"))[-1].body_json()
+    assert sent["tools"] == [tool]
+    assert sent["tool_choice"] == "auto"
+    assert sent["response_format"] == schema
+    assert sent["temperature"] == 0.25
+
+
 async def test_stream_without_include_usage_has_no_usage_chunk(
     client: openai.AsyncOpenAI,
 ) -> None:

@@ -1,0 +1,119 @@
+"""The projection runner on a real SQLite log: catch-up then tail, alerts appended once, and
+checkpoints written, restored, and ignored when torn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+from flows import Flow
+
+from events import (
+    AlertRaised,
+    CircuitOpened,
+    EventStore,
+    StoredEvent,
+    open_sqlite_store,
+    read_log,
+)
+from projections import AlertPolicy, ProjectionRunner, Projections, alert_events
+
+
+def make_projections() -> Projections:
+    return Projections(
+        budget_specs=[], alert_policy=AlertPolicy(), primary_models={"main": frozenset({"alpha"})}
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[EventStore]:
+    async with open_sqlite_store(tmp_path / "events.db") as opened:
+        yield opened
+
+
+def breaker_trip(request_id: str) -> list:  # type: ignore[type-arg]
+    flow = Flow(request_id).received().reserve("alpha")
+    flow.events.append(
+        CircuitOpened(**flow.env(), provider="primary", failures=3, window_s=30, cooldown_s=5)
+    )
+    return flow.succeed("alpha").events
+
+
+async def test_the_runner_catches_up_tails_and_appends_alerts_once(
+    store: EventStore, tmp_path: Path
+) -> None:
+    await store.append(Flow("before").received().reserve("alpha").succeed("alpha").events)
+    checkpoint = str(tmp_path / "p.ckpt")
+    runner = ProjectionRunner(store, make_projections(), checkpoint_path=checkpoint)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(runner.run)
+        seqs = await store.append(breaker_trip("during"))
+        with anyio.fail_after(5):
+            await runner.wait_for(seqs[-1])
+            await runner.wait_for(seqs[-1] + 1)  # the alert, appended after the fold
+        tasks.cancel_scope.cancel()
+    log = await store.read(0, 1000)
+    [alert] = [s.event for s in log if isinstance(s.event, AlertRaised)]
+    assert (alert.alert, alert.subject, alert.request_id) == ("breaker_open", "primary", "")
+    # Replaying the same stretch (a restart) appends the same event: the store keeps one.
+    trigger = next(s.event for s in log if isinstance(s.event, CircuitOpened))
+    [change] = make_projections().alerts.apply(trigger)
+    await store.append(alert_events(trigger, [change]))
+    assert sum(isinstance(s.event, AlertRaised) for s in await store.read(0, 1000)) == 1
+    # The checkpoint was written on exit, at the position the runner reached.
+    restored = make_projections()
+    restored.restore(await anyio.Path(checkpoint).read_bytes())
+    assert restored.position == runner.position >= seqs[-1]
+    assert msgspec.msgpack.encode(restored.state()) == msgspec.msgpack.encode(
+        runner.projections.state()
+    )
+
+
+async def test_a_restart_continues_from_the_checkpoint_to_the_rebuilt_state(
+    store: EventStore, tmp_path: Path
+) -> None:
+    checkpoint = str(tmp_path / "p.ckpt")
+    for round_ in range(3):
+        await store.append(Flow(f"r{round_}").received().reserve("alpha").succeed("beta").events)
+        runner = ProjectionRunner(store, make_projections(), checkpoint_path=checkpoint)
+        runner.load_checkpoint()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(runner.run)
+            with anyio.fail_after(5):
+                await runner.wait_for(await store.last_seq())
+            tasks.cancel_scope.cancel()
+    rebuilt = make_projections()
+    for s in read_log(tmp_path / "events.db"):
+        rebuilt.apply(s)
+    assert msgspec.msgpack.encode(rebuilt.state()) == msgspec.msgpack.encode(
+        runner.projections.state()
+    )
+
+
+async def test_a_torn_checkpoint_means_a_rebuild(store: EventStore, tmp_path: Path) -> None:
+    await store.append(Flow("r").received().reserve("alpha").succeed("alpha").events)
+    checkpoint = tmp_path / "p.ckpt"
+    checkpoint.write_bytes(b"\x93not a checkpoint")
+    runner = ProjectionRunner(store, make_projections(), checkpoint_path=str(checkpoint))
+    runner.load_checkpoint()
+    assert runner.position == 0
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(runner.run)
+        with anyio.fail_after(5):
+            await runner.wait_for(await store.last_seq())
+        tasks.cancel_scope.cancel()
+    [(_, total)] = runner.projections.usage.query(by=())
+    assert total.requests == 1
+
+
+def test_an_event_seen_twice_is_folded_once() -> None:
+    projections = make_projections()
+    events = [StoredEvent(i, e) for i, e in enumerate(breaker_trip("r"), 1)]
+    first = [projections.apply(s) for s in events]
+    again = [projections.apply(s) for s in events]
+    assert any(first) and not any(again)
+    [(_, total)] = projections.usage.query(by=())
+    assert total.requests == 1
