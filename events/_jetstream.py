@@ -51,6 +51,7 @@ from nats.js import api as js_api
 from nats.js.errors import APIError
 
 from ._codec import decode_event, encode_event
+from ._group_commit import Command, CommandQueue, complete, joined_rows, running_writer
 from ._ids import new_id
 from ._jetstream_io import (
     Follower,
@@ -106,28 +107,15 @@ class _Row:
         self.hold = hold
 
 
-class _Command:
+class _Command(Command[_Row]):
     """One append, submit or conditional hold, and, for the first and last, its outcome."""
 
-    __slots__ = ("after_hold", "done", "error", "rows", "seqs")
+    __slots__ = ("after_hold",)
 
     def __init__(self, rows: list[_Row], *, wait: bool, after_hold: int | None = None) -> None:
-        self.rows = rows
-        self.done: anyio.Event | None = anyio.Event() if wait else None
-        self.seqs: list[int] = []
-        self.error: StoreError | None = None
+        super().__init__(rows, wait=wait)
         # A conditional hold: the seq the hold subject's newest message must have.
         self.after_hold = after_hold
-
-    def complete(self, seqs: list[int]) -> None:
-        self.seqs = seqs
-        if self.done is not None:
-            self.done.set()
-
-    def fail(self, error: StoreError) -> None:
-        self.error = error
-        if self.done is not None:
-            self.done.set()
 
 
 class JetStreamEventStore:
@@ -163,16 +151,9 @@ class JetStreamEventStore:
         self._max_payload = max(1024, int(nc.max_payload) - _HEADER_ROOM)
         # The newest seq this store has seen acknowledged or read: reads ask for at least it.
         self._seen_seq = 0
-        self._send, self._receive = anyio.create_memory_object_stream[_Command](queue_size)
-        # A conditional hold drained behind a batch waits here for its own turn.
-        self._carry: _Command | None = None
-        self._writer_done = anyio.Event()
+        self._queue = CommandQueue[_Command](queue_size)
         self._closed_event = anyio.Event()
-        self._senders_gone = anyio.Event()
-        self._blocked_senders = 0
-        self._closing = False
         self._closed = False
-        self._failure: BaseException | None = None
         # Tails blocked waiting for messages, and where they are: close ends each once it has
         # delivered what this store had acknowledged.
         self._tails: dict[anyio.CancelScope, Follower] = {}
@@ -198,18 +179,18 @@ class JetStreamEventStore:
         its seq is the original one, so retrying an append whose outcome is unknown is harmless.
         """
         if not events:
-            self._check_open()
+            self._queue.check_open()
             return []
         command = _Command(self._rows(events), wait=True)
-        await self._enqueue(command)
-        return await self._outcome(command)
+        await self._queue.put(command)
+        return await command.outcome()
 
     async def submit(self, events: Sequence[Event]) -> None:
         """Queue ``events`` for the next batch; wait only while the queue is full."""
         if not events:
-            self._check_open()
+            self._queue.check_open()
             return
-        await self._enqueue(_Command(self._rows(events), wait=False))
+        await self._queue.put(_Command(self._rows(events), wait=False))
 
     async def append_holds(self, events: Sequence[Event], *, after: int) -> list[int]:
         """Append budget holds atomically, only if the hold subject's newest seq is ``after``.
@@ -222,8 +203,8 @@ class JetStreamEventStore:
         if not rows or not all(row.hold for row in rows):
             raise ValueError("append_holds takes one or more budget holds and nothing else")
         command = _Command(rows, wait=True, after_hold=after)
-        await self._enqueue(command)
-        return await self._outcome(command)
+        await self._queue.put(command)
+        return await command.outcome()
 
     def _rows(self, events: Sequence[Event]) -> list[_Row]:
         """Encode ``events``; bad events fail here, in the caller, not in a batch."""
@@ -243,43 +224,6 @@ class JetStreamEventStore:
                 )
             rows.append(_Row(subject, payload, msg_id(event.event_id), type(event) in HOLD_TYPES))
         return rows
-
-    async def _outcome(self, command: _Command) -> list[int]:
-        assert command.done is not None
-        await command.done.wait()
-        if command.error is not None:
-            raise command.error
-        return command.seqs
-
-    async def _enqueue(self, command: _Command) -> None:
-        self._check_open()
-        try:
-            self._send.send_nowait(command)
-            return
-        except anyio.WouldBlock:
-            pass
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise self._closed_error() from exc
-        self._blocked_senders += 1
-        try:
-            await self._send.send(command)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise self._closed_error() from exc
-        finally:
-            self._blocked_senders -= 1
-            if self._closing and self._blocked_senders == 0:
-                self._senders_gone.set()
-
-    def _check_open(self) -> None:
-        if self._failure is not None or self._closing:
-            raise self._closed_error()
-
-    def _closed_error(self) -> StoreClosedError:
-        if self._failure is not None:
-            error = StoreClosedError("the event store failed and takes no more events")
-            error.__cause__ = self._failure
-            return error
-        return StoreClosedError("the event store is closed")
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -345,6 +289,11 @@ class JetStreamEventStore:
         except JetStreamUnavailableError as exc:
             raise StoreError(f"cannot read the event stream: {exc}") from exc
         return 0 if message is None else message.seq
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreClosedError` if the store takes no more events (closed, or failed
+        after an outage longer than ``outage_timeout_s``)."""
+        self._queue.check_open()
 
     async def last_seq(self) -> int:
         """The seq of the newest stored event (0 for an empty log)."""
@@ -481,16 +430,13 @@ class JetStreamEventStore:
 
         Shielded from cancellation so that a cancelled owner still gets its events stored.
         """
-        if self._closing:
+        if self._queue.closing:
             await self._closed_event.wait()
             return
-        self._closing = True
         with anyio.CancelScope(shield=True):
             try:
-                if self._blocked_senders:
-                    await self._senders_gone.wait()
-                self._send.close()
-                await self._writer_done.wait()
+                # The writer drains the queue, sees its end and stops.
+                await self._queue.close()
             finally:
                 self._final_seq = self._seen_seq
                 self._tail_deadline = anyio.current_time() + self._tail_grace_s
@@ -509,14 +455,7 @@ class JetStreamEventStore:
         # Shielded: the writer stops only when aclose() closes the queue after draining it.
         with anyio.CancelScope(shield=True):
             try:
-                while True:
-                    command = self._carry
-                    self._carry = None
-                    if command is None:
-                        try:
-                            command = await self._receive.receive()
-                        except anyio.EndOfStream:
-                            break
+                while (command := await self._queue.get()) is not None:
                     if command.after_hold is not None:
                         ok = await self._commit_hold(command)
                     else:
@@ -524,38 +463,25 @@ class JetStreamEventStore:
                     if not ok:
                         break
             finally:
-                self._receive.close()
-                self._writer_done.set()
+                self._queue.stop()
 
     def _drain(self, batch: list[_Command]) -> list[_Command]:
-        """``batch`` plus whatever is queued, up to ``max_batch`` events and up to the next
-        conditional hold (which waits in ``_carry``)."""
-        size = sum(len(c.rows) for c in batch)
+        """``batch`` plus whatever is queued, up to ``max_batch`` events (one atomic batch)
+        and up to the next conditional hold (the queue holds it back for its own turn)."""
         limit = min(self._max_batch, MAX_ATOMIC_BATCH)
-        while size < limit:
-            try:
-                command = self._receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-            if command.after_hold is not None or size + len(command.rows) > limit:
-                self._carry = command
-                break
-            batch.append(command)
-            size += len(command.rows)
-        return batch
+
+        def joins(command: _Command, size: int) -> bool:
+            return command.after_hold is None and size + len(command.rows) <= limit
+
+        return self._queue.drain(batch, limit, joins)
 
     async def _commit(self, batch: list[_Command]) -> bool:
-        rows = batch[0].rows if len(batch) == 1 else [row for c in batch for row in c.rows]
         try:
-            seqs = await self._store(rows)
+            seqs = await self._store(joined_rows(batch))
         except StoreError as exc:
             self._fail(batch, exc)
             return False
-        start = 0
-        for command in batch:
-            end = start + len(command.rows)
-            command.complete(seqs[start:end])
-            start = end
+        complete(batch, seqs)
         return True
 
     async def _commit_hold(self, command: _Command) -> bool:
@@ -698,24 +624,7 @@ class JetStreamEventStore:
 
     def _fail(self, batch: list[_Command], exc: StoreError) -> None:
         """Stop taking events; tell every waiter. What was stored before stays."""
-        self._failure = exc
-        for command in batch:
-            error = StoreError(f"the event store could not store a batch: {exc}")
-            error.__cause__ = exc
-            command.fail(error)
-        lost = sum(len(c.rows) for c in batch if c.done is None)
-        pending = [self._carry] if self._carry is not None else []
-        self._carry = None
-        while True:
-            try:
-                pending.append(self._receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-        for command in pending:
-            command.fail(self._closed_error())
-            if command.done is None:
-                lost += len(command.rows)
-        self._receive.close()
+        lost = self._queue.fail(batch, exc, "the event store could not store a batch")
         _log.error(
             "event stream %s failed; the store takes no more events (%d submitted events lost)",
             self._stream,
@@ -827,14 +736,5 @@ async def open_jetstream_store(
         outage_timeout_s=outage_timeout_s,
         duplicate_window_s=duplicate_window_s,
     )
-    body_error: BaseException | None = None
-    async with anyio.create_task_group() as task_group:
-        task_group.start_soon(store._run_writer)
-        try:
-            yield store
-        except BaseException as exc:
-            body_error = exc
-        finally:
-            await store.aclose()
-    if body_error is not None:
-        raise body_error
+    async with running_writer(store._run_writer, store.aclose):
+        yield store

@@ -4,10 +4,11 @@ See the design's "Events and the log" and the shared reference (sections 3.4 and
 figures behind these choices.
 
 * One writer task owns the write connection; nothing else writes through it. Appenders hand it
-  commands over a bounded memory stream. It takes one, drains whatever else is already queued (up
-  to ``max_batch`` events, never splitting one call's events) and commits them in one transaction
-  (group commit). The transaction itself runs on the write connection's own thread, in one call
-  (``_sqlite_writer``); readers use aiosqlite.
+  commands over a bounded queue (``_group_commit``, shared with the JetStream store). It takes
+  one, drains whatever else is already queued (up to ``max_batch`` events, never splitting one
+  call's events) and commits them in one transaction (group commit). The transaction itself
+  runs on the write connection's own thread, in one call (``_sqlite_writer``); readers use
+  aiosqlite.
 * When a batch holds only submits (nobody waits on them), the writer lingers ``linger_s`` (2 ms)
   for more before committing, so that at low load one commit carries a whole request instead of
   one commit per phase. An append arriving meanwhile ends the linger: durability waits never
@@ -43,6 +44,7 @@ import aiosqlite
 import anyio
 
 from ._codec import decode_event, encode_event
+from ._group_commit import Command, CommandQueue, complete, joined_rows, running_writer
 from ._sqlite_writer import BUSY_TIMEOUT_MS, Row, SQLiteWriter
 from ._store import StoreClosedError, StoredEvent, StoreError
 from ._types import Event
@@ -75,28 +77,6 @@ def _row(event: Event) -> Row:
     return (event.event_id, tag, event.request_id, event.tenant, event.ts_ns, encode_event(event))
 
 
-class _Command:
-    """One append or submit: its encoded events and, for an append, where its outcome goes."""
-
-    __slots__ = ("done", "error", "rows", "seqs")
-
-    def __init__(self, rows: list[Row], *, wait: bool) -> None:
-        self.rows = rows
-        self.done: anyio.Event | None = anyio.Event() if wait else None
-        self.seqs: list[int] = []
-        self.error: StoreError | None = None
-
-    def complete(self, seqs: list[int]) -> None:
-        self.seqs = seqs
-        if self.done is not None:
-            self.done.set()
-
-    def fail(self, error: StoreError) -> None:
-        self.error = error
-        if self.done is not None:
-            self.done.set()
-
-
 class SQLiteEventStore:
     """An :class:`~events.EventStore` on one SQLite file. Open it with :func:`open_sqlite_store`.
 
@@ -123,17 +103,11 @@ class SQLiteEventStore:
         # Set when an append (someone waiting for durability) arrives while the writer lingers.
         self._append_waiting = anyio.Event()
         self._lingering = False
-        self._send, self._receive = anyio.create_memory_object_stream[_Command](queue_size)
+        self._queue = CommandQueue[Command[Row]](queue_size)
         # Set, then replaced by a fresh one, after every commit (and at close): tailers wait on it.
         self._committed = anyio.Event()
-        self._writer_done = anyio.Event()
         self._closed_event = anyio.Event()
-        self._senders_gone = anyio.Event()
-        # Calls waiting for room in the queue; close lets them in before closing the queue.
-        self._blocked_senders = 0
-        self._closing = False
         self._closed = False
-        self._failure: BaseException | None = None
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -144,56 +118,20 @@ class SQLiteEventStore:
         original one, so retrying an append whose outcome is unknown is harmless.
         """
         if not events:
-            self._check_open()
+            self._queue.check_open()
             return []
-        command = _Command([_row(event) for event in events], wait=True)
-        await self._enqueue(command)
+        command = Command([_row(event) for event in events], wait=True)
+        await self._queue.put(command)
         if self._lingering:
             self._append_waiting.set()
-        assert command.done is not None
-        await command.done.wait()
-        if command.error is not None:
-            raise command.error
-        return command.seqs
+        return await command.outcome()
 
     async def submit(self, events: Sequence[Event]) -> None:
         """Queue ``events`` for the next group commit; wait only while the queue is full."""
         if not events:
-            self._check_open()
+            self._queue.check_open()
             return
-        await self._enqueue(_Command([_row(event) for event in events], wait=False))
-
-    async def _enqueue(self, command: _Command) -> None:
-        self._check_open()
-        try:
-            # Skip send()'s checkpoint when there is room: one loop iteration less per call on
-            # the request path. FIFO order holds either way.
-            self._send.send_nowait(command)
-            return
-        except anyio.WouldBlock:
-            pass
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise self._closed_error() from exc
-        self._blocked_senders += 1
-        try:
-            await self._send.send(command)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise self._closed_error() from exc
-        finally:
-            self._blocked_senders -= 1
-            if self._closing and self._blocked_senders == 0:
-                self._senders_gone.set()
-
-    def _check_open(self) -> None:
-        if self._failure is not None or self._closing:
-            raise self._closed_error()
-
-    def _closed_error(self) -> StoreClosedError:
-        if self._failure is not None:
-            error = StoreClosedError("the event store failed and takes no more events")
-            error.__cause__ = self._failure
-            return error
-        return StoreClosedError("the event store is closed")
+        await self._queue.put(Command([_row(event) for event in events], wait=False))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -235,6 +173,10 @@ class SQLiteEventStore:
             raise StoreClosedError("the event store is closed")
         return self._last_seq
 
+    def check_writable(self) -> None:
+        """Raise :class:`StoreClosedError` if the store takes no more events."""
+        self._queue.check_open()
+
     async def _query(self, sql: str, parameters: tuple[Any, ...]) -> list[StoredEvent]:
         # aiosqlite runs calls in submission order, so a query that passes this check runs
         # before the reader connection closes.
@@ -250,17 +192,13 @@ class SQLiteEventStore:
 
         Shielded from cancellation so that a cancelled owner still gets its events committed.
         """
-        if self._closing:
+        if self._queue.closing:
             await self._closed_event.wait()
             return
-        self._closing = True
         with anyio.CancelScope(shield=True):
             try:
-                if self._blocked_senders:
-                    await self._senders_gone.wait()
-                # The writer drains the queue, sees the end of the stream and stops.
-                self._send.close()
-                await self._writer_done.wait()
+                # The writer drains the queue, sees its end and stops.
+                await self._queue.close()
             finally:
                 self._closed = True
                 self._signal_commit()
@@ -277,8 +215,8 @@ class SQLiteEventStore:
         # cancelling the owner cannot abandon acknowledged submits.
         with anyio.CancelScope(shield=True):
             try:
-                async for command in self._receive:
-                    batch = self._drain([command])
+                while (command := await self._queue.get()) is not None:
+                    batch = self._queue.drain([command], self._max_batch)
                     if self._linger_s and all(c.done is None for c in batch):
                         # Nobody waits on these: let more gather for one commit (a request's
                         # phases, or several requests), unless an append arrives meanwhile.
@@ -289,39 +227,21 @@ class SQLiteEventStore:
                         with anyio.move_on_after(self._linger_s):
                             await self._append_waiting.wait()
                         self._lingering = False
-                        batch = self._drain(batch)
+                        batch = self._queue.drain(batch, self._max_batch)
                     if not await self._commit(batch):
                         break
             finally:
-                self._receive.close()
-                self._writer_done.set()
+                self._queue.stop()
 
-    def _drain(self, batch: list[_Command]) -> list[_Command]:
-        """``batch`` plus whatever is already queued, up to about ``max_batch`` events."""
-        size = sum(len(c.rows) for c in batch)
-        while size < self._max_batch:
-            try:
-                command = self._receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-            batch.append(command)
-            size += len(command.rows)
-        return batch
-
-    async def _commit(self, batch: list[_Command]) -> bool:
+    async def _commit(self, batch: list[Command[Row]]) -> bool:
         """Commit ``batch`` in one transaction and tell its waiters. False if the store failed."""
-        rows = batch[0].rows if len(batch) == 1 else [row for c in batch for row in c.rows]
         try:
-            seqs = await self._insert(rows)
+            seqs = await self._insert(joined_rows(batch))
         except Exception as exc:
             # The transaction was rolled back on the writer thread.
             self._fail(batch, exc)
             return False
-        start = 0
-        for command in batch:
-            end = start + len(command.rows)
-            command.complete(seqs[start:end])
-            start = end
+        complete(batch, seqs)
         self._signal_commit()
         return True
 
@@ -330,25 +250,9 @@ class SQLiteEventStore:
         seqs, self._last_seq = await self._writer.insert(rows, self._last_seq + 1)
         return seqs
 
-    def _fail(self, batch: list[_Command], exc: Exception) -> None:
+    def _fail(self, batch: list[Command[Row]], exc: Exception) -> None:
         """Stop taking events after a failed commit; tell every waiter, committed data stays."""
-        self._failure = exc
-        for command in batch:
-            error = StoreError(f"the event store could not commit: {exc}")
-            error.__cause__ = exc
-            command.fail(error)
-        lost = sum(len(c.rows) for c in batch if c.done is None)
-        # Fail what is still queued, then close the queue: blocked and later senders get
-        # StoreClosedError. Nothing awaits in between, so no command can slip past.
-        while True:
-            try:
-                command = self._receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-            command.fail(self._closed_error())
-            if command.done is None:
-                lost += len(command.rows)
-        self._receive.close()
+        lost = self._queue.fail(batch, exc, "the event store could not commit")
         _log.error(
             "event store commit failed; it takes no more events (%d submitted events lost)",
             lost,
@@ -393,19 +297,8 @@ async def open_sqlite_store(
     store = SQLiteEventStore(
         writer, reader, last_seq, queue_size=queue_size, max_batch=max_batch, linger_s=linger_s
     )
-    body_error: BaseException | None = None
-    async with anyio.create_task_group() as task_group:
-        task_group.start_soon(store._run_writer)
-        try:
-            yield store
-        except BaseException as exc:
-            # Raised again below, outside the task group, so that the caller sees its own
-            # exception rather than an ExceptionGroup around it.
-            body_error = exc
-        finally:
-            await store.aclose()
-    if body_error is not None:
-        raise body_error
+    async with running_writer(store._run_writer, store.aclose):
+        yield store
 
 
 async def _connect(database: str, **kwargs: Any) -> aiosqlite.Connection:

@@ -61,6 +61,11 @@ class EventStore(Protocol):
         """The sequence number of the newest durable event (0 for an empty log)."""
         ...
 
+    def check_writable(self) -> None:
+        """Raise :class:`StoreClosedError` if the store takes no more events: it was closed, or
+        it failed (what was acknowledged before stays readable). For health checks."""
+        ...
+
     async def aclose(self) -> None:
         """Commit everything queued, then close. Idempotent."""
         ...

@@ -350,11 +350,13 @@ class BudgetBook:
     @classmethod
     def from_book_state(cls, specs: Iterable[BudgetSpec], state: BookState) -> BudgetBook:
         book = cls(specs)
-        for key, limit, reserved, spent in state.budgets:
-            budget = book._budget(key)
-            budget.limit, budget.reserved, budget.spent = limit, reserved, spent
         book._name_limits = {k: ((ts, eid), limit) for k, ts, eid, limit in state.name_limits}
         book._key_limits = {k: ((ts, eid), limit) for k, ts, eid, limit in state.key_limits}
+        for key, _, reserved, spent in state.budgets:
+            # The limit comes from today's specs (and the limit changes in the log), not from
+            # the checkpoint: the config may have changed since it was written.
+            budget = book._budget(key)
+            budget.reserved, budget.spent = reserved, spent
         for records, table in ((state.live, book._live), (state.expired, book._expired)):
             for rec in records:
                 r = _Reservation(

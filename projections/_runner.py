@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -44,7 +44,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION: Final = 1
+CHECKPOINT_VERSION: Final = 2
 
 
 class ProjectionsState(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +52,7 @@ class ProjectionsState(msgspec.Struct, frozen=True, kw_only=True):
 
     position: int
     usage: UsageState
+    totals: UsageState
     alerts: AlertState
     budgets: BudgetSnapshot
 
@@ -59,7 +60,11 @@ class ProjectionsState(msgspec.Struct, frozen=True, kw_only=True):
 class _Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     position: int
+    # The id of the log's first event: a checkpoint of another log (a new file, a recreated
+    # stream) is not continued.
+    origin: str
     usage: UsageState
+    totals: UsageState
     alerts: AlertState
     budgets: BookState
 
@@ -75,10 +80,17 @@ class Projections:
         self._specs = list(budget_specs)
         self._policy = alert_policy
         self._primary = primary_models
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state before the first event."""
         self.usage = UsageView()
-        self.alerts = AlertBook(alert_policy, primary_models)
+        # The same fold without days, for metrics: a scrape reads a view that does not grow.
+        self.totals = UsageView(by_day=False)
+        self.alerts = AlertBook(self._policy, self._primary)
         self.budgets = BudgetBook(self._specs)
         self.position = 0
+        self.origin = ""
 
     def apply(self, stored: StoredEvent) -> list[AlertChange]:
         """Fold one event; the alerts it raised or cleared."""
@@ -88,7 +100,10 @@ class Projections:
         # Budgets first: the budget alert reads the book with this event applied.
         self.budgets.apply(event)
         self.usage.apply(event)
+        self.totals.apply(event)
         changes = self.alerts.apply(event, self.budgets)
+        if stored.seq == 1:
+            self.origin = event.event_id
         self.position = stored.seq
         return changes
 
@@ -96,6 +111,7 @@ class Projections:
         return ProjectionsState(
             position=self.position,
             usage=self.usage.state(),
+            totals=self.totals.state(),
             alerts=self.alerts.state(),
             budgets=self.budgets.snapshot(),
         )
@@ -105,7 +121,9 @@ class Projections:
             _Checkpoint(
                 version=CHECKPOINT_VERSION,
                 position=self.position,
+                origin=self.origin,
                 usage=self.usage.state(),
+                totals=self.totals.state(),
                 alerts=self.alerts.state(),
                 budgets=self.budgets.book_state(),
             )
@@ -117,17 +135,20 @@ class Projections:
         if saved.version != CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint version {saved.version} is not {CHECKPOINT_VERSION}")
         self.usage = UsageView.from_state(saved.usage)
+        self.totals = UsageView.from_state(saved.totals)
         self.alerts = AlertBook.from_state(saved.alerts, self._policy, self._primary)
         self.budgets = BudgetBook.from_book_state(self._specs, saved.budgets)
         self.position = saved.position
+        self.origin = saved.origin
 
 
 def alert_events(trigger: Event, changes: Iterable[AlertChange]) -> list[Event]:
     """The events announcing ``changes``, at the time of the event that caused them.
 
-    Their ids derive from the trigger's, so a sidecar that replays the same stretch of log after
-    a restart (or a second sidecar folding the same shared log) appends the same events again,
-    and the store keeps one copy of each.
+    Their ids derive from the trigger's, so a sidecar that replays the same recent stretch of log
+    after a restart (or a second sidecar folding the same shared log) appends the same events
+    again, and the store keeps one copy of each (JetStream: within its deduplication window,
+    which is why the runner announces only recent alerts).
     """
     events: list[Event] = []
     for change in changes:
@@ -186,6 +207,7 @@ class ProjectionRunner:
         checkpoint_interval_s: float = 10.0,
         emit_alerts: bool = True,
         on_alert: Callable[[AlertChange], None] | None = None,
+        announce_horizon_s: float = 240.0,
     ) -> None:
         self.store = store
         self.projections = projections
@@ -193,6 +215,7 @@ class ProjectionRunner:
         self._interval_s = checkpoint_interval_s
         self._emit = emit_alerts
         self._on_alert = on_alert
+        self._horizon_ns = int(announce_horizon_s * 1e9)
         self._advanced = anyio.Event()
         self._waiting = 0
         self._saved_position = -1
@@ -201,20 +224,26 @@ class ProjectionRunner:
     def position(self) -> int:
         return self.projections.position
 
-    def load_checkpoint(self) -> None:
-        """Start from the checkpoint if there is a usable one; otherwise from sequence 0."""
+    async def load_checkpoint(self) -> None:
+        """Start from the checkpoint if there is a usable one (of this log); otherwise from
+        sequence 0."""
         path = self._checkpoint_path
-        if path is None or not os.path.exists(path):
+        if path is None or not await anyio.Path(path).exists():
             return
         try:
-            self.projections.restore(Path(path).read_bytes())
+            self.projections.restore(await anyio.Path(path).read_bytes())
         except (OSError, ValueError, msgspec.DecodeError) as exc:
             # A torn or foreign checkpoint costs a rebuild, never wrong figures.
             _log.warning("ignoring checkpoint %s (%s): rebuilding from the log", path, exc)
+        await self._check_origin()
         self._saved_position = self.projections.position
 
     async def run(self) -> None:
         """Fold every event as it commits, forever (cancel to stop; a checkpoint is written)."""
+        # Alerts tripped by older events are folded but not announced again: a sidecar that
+        # replays a long log (a new pod) would otherwise re-append every past alert, and the
+        # store only deduplicates within its window (JetStream: 5 minutes).
+        announce_from_ns = time.time_ns() - self._horizon_ns
         try:
             async with anyio.create_task_group() as tasks:
                 if self._checkpoint_path is not None:
@@ -224,13 +253,30 @@ class ProjectionRunner:
                 async with contextlib.aclosing(tail):
                     async for stored in tail:
                         changes = self.projections.apply(stored)
-                        if changes:
+                        if changes and stored.event.ts_ns >= announce_from_ns:
                             await self._announce(stored.event, changes)
                         self._wake()
                 tasks.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.save_checkpoint()
+
+    async def _check_origin(self) -> None:
+        """Start over when the checkpoint belongs to another log, or runs past this one."""
+        position = self.projections.position
+        if position == 0:
+            return
+        first = await self.store.read(0, 1)
+        if (
+            not first
+            or first[0].event.event_id != self.projections.origin
+            or await self.store.last_seq() < position
+        ):
+            _log.warning(
+                "the checkpoint %s is not of this event log: rebuilding from the log",
+                self._checkpoint_path,
+            )
+            self.projections.reset()
 
     async def wait_for(self, seq: int) -> None:
         """Return once the projections have folded the event at ``seq``."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Literal
+from typing import Final, Literal, TypeAlias
 
 import msgspec
 
@@ -101,16 +101,21 @@ class UsageRowState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
 
 class _OpenRequest(msgspec.Struct, frozen=True, array_like=True):
     request_id: str
+    tenant: str
+    task: str
     model_class: str
     providers: list[tuple[str, str]]
     held_for: str
     reservation_open: bool
     ended: bool
+    provisional: int
+    expiry_row: tuple[str, str, str, str, str, int] | None
 
 
 class UsageState(msgspec.Struct, frozen=True, kw_only=True):
     """The whole view, rows sorted by key: equal views encode to equal bytes."""
 
+    by_day: bool
     rows: list[UsageRowState]
     # Requests seen but not yet ended: request id → (model class, {model: provider}).
     open_requests: list[_OpenRequest]
@@ -225,9 +230,22 @@ class UsageFilter(msgspec.Struct, frozen=True, kw_only=True):
 class _Request:
     """What the fold remembers of a request until nothing more can be said about it."""
 
-    __slots__ = ("ended", "held_for", "model_class", "providers", "reservation_open")
+    __slots__ = (
+        "ended",
+        "expiry_row",
+        "held_for",
+        "model_class",
+        "providers",
+        "provisional",
+        "reservation_open",
+        "task",
+        "tenant",
+    )
 
-    def __init__(self, model_class: str) -> None:
+    def __init__(self, tenant: str, task: str, model_class: str) -> None:
+        # An expiry is the sweeper's event, without the request's tenant and task: kept here.
+        self.tenant = tenant
+        self.task = task
         self.model_class = model_class
         # The provider of each model this request tried (events that name only a model use it).
         self.providers: dict[str, str] = {}
@@ -235,6 +253,10 @@ class _Request:
         self.held_for = ""
         self.reservation_open = False
         self.ended = False
+        # What an expiry charged and a late settlement may still take back (the budget book's
+        # rule), and the row it was charged to.
+        self.provisional = 0
+        self.expiry_row: _RowKey | None = None
 
 
 # The event types the fold reads; a replay can skip the rest without decoding them.
@@ -257,7 +279,10 @@ USAGE_EVENT_TYPES: Final[tuple[type[Event], ...]] = (
 class UsageView:
     """The fold. ``apply`` takes events in log order; ``state`` is the encodable result."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, by_day: bool = True) -> None:
+        # Without days (all time in one row per key: what metrics need), the view stays as
+        # small as the set of tenants, tasks and models, however long the log.
+        self.by_day = by_day
         self._rows: dict[tuple[str, str, str, str, str, int], UsageRow] = {}
         self._requests: dict[str, _Request] = {}
         self._days: dict[int, str] = {}
@@ -287,15 +312,20 @@ class UsageView:
     def state(self) -> UsageState:
         rows = sorted(self.rows(), key=lambda kv: kv[0])
         return UsageState(
+            by_day=self.by_day,
             rows=[row.state(key) for key, row in rows],
             open_requests=[
                 _OpenRequest(
                     rid,
+                    r.tenant,
+                    r.task,
                     r.model_class,
                     list(r.providers.items()),
                     r.held_for,
                     r.reservation_open,
                     r.ended,
+                    r.provisional,
+                    r.expiry_row,
                 )
                 for rid, r in sorted(self._requests.items())
             ],
@@ -303,7 +333,7 @@ class UsageView:
 
     @classmethod
     def from_state(cls, state: UsageState) -> UsageView:
-        view = cls()
+        view = cls(by_day=state.by_day)
         for row in state.rows:
             k = row.key
             day = datetime.date.fromisoformat(k.day).toordinal() - _EPOCH_ORDINAL
@@ -311,11 +341,13 @@ class UsageView:
                 UsageRow.from_state(row)
             )
         for r in state.open_requests:
-            request = view._requests[r.request_id] = _Request(r.model_class)
+            request = view._requests[r.request_id] = _Request(r.tenant, r.task, r.model_class)
             request.providers = dict(r.providers)
             request.held_for = r.held_for
             request.reservation_open = r.reservation_open
             request.ended = r.ended
+            request.provisional = r.provisional
+            request.expiry_row = r.expiry_row
         return view
 
     # -- the fold ------------------------------------------------------------------------------
@@ -333,16 +365,21 @@ class UsageView:
 
     # Each handler looks its request up once and passes it on: this is the replay's hot path.
 
+    def _key(self, e: Event, request: _Request | None, model: str, provider: str) -> _RowKey:
+        day = e.ts_ns // _NS_PER_DAY if self.by_day else 0
+        if request is None:
+            return (e.tenant, e.task, "", model, provider, day)
+        return (request.tenant, request.task, request.model_class, model, provider, day)
+
     def _row(self, e: Event, request: _Request | None, model: str, provider: str) -> UsageRow:
-        model_class = "" if request is None else request.model_class
-        key = (e.tenant, e.task, model_class, model, provider, e.ts_ns // _NS_PER_DAY)
+        key = self._key(e, request, model, provider)
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = UsageRow()
         return row
 
     def _route_decided(self, e: RouteDecided) -> None:
-        self._requests[e.request_id] = _Request(e.model_class)
+        self._requests[e.request_id] = _Request(e.tenant, e.task, e.model_class)
 
     def _attempt_succeeded(self, e: AttemptSucceeded) -> None:
         request = self._requests.get(e.request_id)
@@ -387,15 +424,29 @@ class UsageView:
         row.output_tokens += usage.output_tokens
         row.reasoning_tokens += usage.reasoning_tokens
         row.cost_micros += e.cost_micros
-        if e.final and request is not None:
+        if request is None:
+            return
+        if request.provisional and request.expiry_row is not None:
+            # A settlement after the expiry: what it costs replaces what the expiry charged
+            # (all of it once final), as the budget book does.
+            taken = request.provisional if e.final else min(e.cost_micros, request.provisional)
+            request.provisional -= taken
+            self._rows[request.expiry_row].cost_micros -= taken
+        if e.final:
             self._close_reservation(e.request_id, request)
 
     def _expired(self, e: BudgetReservationExpired) -> None:
         request = self._requests.get(e.request_id)
         model = "" if request is None else request.held_for
-        self._row(e, request, model, _provider(request, model)).cost_micros += e.counted_micros
+        key = self._key(e, request, model, _provider(request, model))
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = UsageRow()
+        row.cost_micros += e.counted_micros
         if request is not None:
-            self._close_reservation(e.request_id, request)
+            # Still remembered: a late settlement may take the charge back.
+            request.provisional += e.counted_micros
+            request.expiry_row = key
 
     def _completed(self, e: RequestCompleted) -> None:
         request = self._requests.get(e.request_id)
@@ -439,6 +490,7 @@ def _provider(request: _Request | None, model: str) -> str:
 
 
 _EPOCH_ORDINAL: Final = datetime.date(1970, 1, 1).toordinal()
+_RowKey: TypeAlias = tuple[str, str, str, str, str, int]
 
 _HANDLERS: Final[dict[type[Event], Callable[[UsageView, object], None]]] = {
     RouteDecided: UsageView._route_decided,  # type: ignore[dict-item]

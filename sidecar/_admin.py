@@ -104,10 +104,17 @@ def add_observability_routes(
     """
 
     async def healthz(request: web.Request) -> web.Response:
+        # Alive means able to log: a sidecar whose store has failed can serve nothing, and a
+        # restart (which replays the log) is the way back.
+        try:
+            store.check_writable()
+        except StoreError as exc:
+            return web.json_response({"status": "failed", "reason": str(exc)}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
         try:
+            store.check_writable()
             log_position = await store.last_seq()
         except StoreError as exc:
             return web.json_response({"ready": False, "reason": str(exc)}, status=503)

@@ -42,7 +42,9 @@ def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-def measure_prompt(messages: Sequence[Message], tools: Any = None) -> PromptSize:
+def measure_prompt(messages: Sequence[Message], *schemas: Any) -> PromptSize:
+    """The prompt's size: its messages, plus ``schemas`` (tools, a response format) that are
+    sent to the model as part of the prompt and billed as input."""
     chars = 0
     text_bytes = 0
     images = 0
@@ -60,9 +62,9 @@ def measure_prompt(messages: Sequence[Message], tools: Any = None) -> PromptSize
                     images += 1
         for call in message.tool_calls or ():
             text_bytes += _utf8_len(call.function.name) + _utf8_len(call.function.arguments)
-    if tools:
-        # Tool schemas are sent to the model as part of the prompt.
-        text_bytes += len(msgspec.json.encode(tools))
+    for schema in schemas:
+        if schema:
+            text_bytes += len(msgspec.json.encode(schema))
     tokens = (
         -(-text_bytes // _BYTES_PER_TOKEN)
         + _TOKENS_PER_MESSAGE * len(messages)

@@ -202,7 +202,7 @@ class Executor:
         """
         stamp = _Stamp(call, self._config_hash)
         request = call.request
-        size = measure_prompt(request.messages, request.tools)
+        size = measure_prompt(request.messages, request.tools, request.response_format)
         prompt_json = msgspec.json.encode(request.messages)
         pending: list[Event] = [
             RequestReceived(

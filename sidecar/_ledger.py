@@ -26,8 +26,10 @@ Invariants of the shared ledger:
 * Holds are decided in rounds: the first request to find nobody deciding takes every hold
   waiting, decides them in order (each counting the ones before it,
   ``BudgetBook.check(pending=...)``) and appends the admitted ones as one atomic, conditional
-  batch; requests that arrive meanwhile form the next round. A refusal is final at once: a book
-  missing holds counts less than the truth, so what does not fit on it does not fit.
+  batch; requests that arrive meanwhile form the next round. A refusal is final once the round's
+  admitted holds are stored (it may have counted them); after a conflict the whole round is
+  decided again. A book missing other sidecars' holds counts less than the truth, so what does
+  not fit on it does not fit.
 * Expiries use an event id derived from the reservation id, so sweepers of several sidecars
   (including one sweeping for a sidecar that died) store one expiry: the stream deduplicates
   them, and the fold expires a reservation once anyway. The shared ledger does not apply its own
@@ -261,32 +263,36 @@ class SharedLedger:
         while batch:
             pending: dict[str, int] = {}
             admitted: list[_Intent] = []
+            refused: list[tuple[_Intent, Refusal]] = []
             for intent in batch:
                 refusal = self._book.check(intent.keys, intent.amount, pending)
                 if refusal is not None:
-                    intent.refusal = refusal
-                    intent.done.set()
+                    refused.append((intent, refusal))
                     continue
                 admitted.append(intent)
                 for key in dict.fromkeys(intent.keys):
                     pending[key] = pending.get(key, 0) + intent.amount
-            if not admitted:
-                return
-            after = self.hold_seq
-            try:
-                seqs = await self._store.append_holds([i.change for i in admitted], after=after)
-            except HoldConflictError as conflict:
-                self.conflicts += 1
-                await self._catch_up(conflict.newest)
-                batch = admitted
-                continue
-            # The condition held: nothing came between ``after`` and our holds.
-            for intent, seq in zip(admitted, seqs, strict=True):
-                if seq > self.hold_seq:
-                    self.hold_seq = seq
-                    self._book.apply(intent.change)
+            if admitted:
+                after = self.hold_seq
+                try:
+                    seqs = await self._store.append_holds([i.change for i in admitted], after=after)
+                except HoldConflictError as conflict:
+                    # Nothing of this round was stored, so its refusals may have counted holds
+                    # that do not exist: the whole round is decided again on the caught-up book.
+                    self.conflicts += 1
+                    await self._catch_up(conflict.newest)
+                    continue
+                # The condition held: nothing came between ``after`` and our holds.
+                for intent, seq in zip(admitted, seqs, strict=True):
+                    if seq > self.hold_seq:
+                        self.hold_seq = seq
+                        self._book.apply(intent.change)
+                    intent.done.set()
+                self.appended += len(admitted)
+            # Final only now: every hold a refusal counted is in the stream.
+            for intent, refusal in refused:
+                intent.refusal = refusal
                 intent.done.set()
-            self.appended += len(admitted)
             return
 
     async def _catch_up(self, newest: int) -> None:

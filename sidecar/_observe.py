@@ -44,7 +44,7 @@ def metrics_text(config: Config, runner: ProjectionRunner) -> str:
     p = runner.projections
     kinds = {name: provider.kind for name, provider in config.providers.items()}
     return render_prometheus(
-        p.usage, p.alerts, p.budgets, provider_kinds=kinds, position=p.position
+        p.totals, p.alerts, p.budgets, provider_kinds=kinds, position=p.position
     )
 
 

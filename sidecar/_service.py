@@ -100,7 +100,7 @@ SWEEP_INTERVAL_S = 1.0
 @contextlib.asynccontextmanager
 async def _projecting(runner: ProjectionRunner) -> AsyncIterator[None]:
     """Fold the log into the projections while the sidecar serves (checkpointed on exit)."""
-    await anyio.to_thread.run_sync(runner.load_checkpoint)
+    await runner.load_checkpoint()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(runner.run)
         try:

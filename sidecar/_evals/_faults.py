@@ -439,8 +439,10 @@ async def _cell(
         if isinstance(stored.event, RequestCompleted | RequestFailed):
             latency_ms = stored.event.latency_ns / 1e6
     if scope.cancelled_caught or response is None:
-        return _result(protocol, case, stream, expected, "hang", f"no end within "
-                       f"{cell_deadline_s:g} s", [], cell_deadline_s * 1000, "")  # fmt: skip
+        hang = f"no end within {cell_deadline_s:g} s"
+        return _result(
+            protocol, case, stream, expected, "hang", [hang], [], cell_deadline_s * 1000, ""
+        )
     actual = response.outcome
     problems = []
     if not response.typed:
@@ -449,15 +451,8 @@ async def _cell(
         problems.append(f"expected {expected}, got {actual}")
     if case.name == "content filter" and response.finish_reason != "content_filter":
         problems.append(f"finish reason {response.finish_reason!r}, expected 'content_filter'")
-    health = _health_failures(events)
-    opened = _primary_opened(events)
-    if opened != (health >= BREAKER_THRESHOLD):
-        problems.append(
-            f"breaker {'opened' if opened else 'stayed closed'} after {health} health failures "
-            f"(threshold {BREAKER_THRESHOLD})"
-        )
     return _result(
-        protocol, case, stream, expected, actual, "; ".join(problems), events, latency_ms,
+        protocol, case, stream, expected, actual, problems, events, latency_ms,
         response.finish_reason,
     )  # fmt: skip
 
@@ -481,13 +476,21 @@ def _result(
     stream: bool,
     expected: str,
     actual: str,
-    problems: str,
+    problems: list[str],
     events: Sequence[StoredEvent],
     latency_ms: float,
     finish_reason: str,
 ) -> CellResult:
+    """The cell's figures from its log; it fails on ``problems`` or a breaker that disagrees
+    with the log (the breaker opens exactly when the health failures reach the threshold)."""
     health = _health_failures(events)
     opened = _primary_opened(events)
+    if opened != (health >= BREAKER_THRESHOLD):
+        problems = [
+            *problems,
+            f"breaker {'opened' if opened else 'stayed closed'} after {health} health failures "
+            f"(threshold {BREAKER_THRESHOLD})",
+        ]
     return CellResult(
         protocol=protocol,
         fault=case.name,
@@ -495,7 +498,7 @@ def _result(
         expected=expected,
         actual=actual,
         passed=not problems,
-        detail=problems,
+        detail="; ".join(problems),
         attempts=sum(isinstance(s.event, AttemptStarted) for s in events),
         retries=sum(isinstance(s.event, RetryScheduled) for s in events),
         fallbacks=sum(isinstance(s.event, FallbackTaken) for s in events),

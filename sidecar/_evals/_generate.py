@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ _WRONG = {
 
 
 class _Draft(msgspec.Struct, kw_only=True):
-    """An item before its id, declared task and size are filled in."""
+    """An item before its id, declared task, size and note are filled in."""
 
     request: dict[str, Any]
     acceptable: list[str]
@@ -82,7 +82,6 @@ class _Draft(msgspec.Struct, kw_only=True):
     tools: bool = False
     structured_output: bool = False
     pii: bool = False
-    note: str = ""
 
 
 def _user(text: str, system: str | None = None) -> dict[str, Any]:
@@ -93,77 +92,92 @@ def _user(text: str, system: str | None = None) -> dict[str, Any]:
     return {"model": "auto", "messages": messages}
 
 
-def _exact(expected: str) -> tuple[ExactChecker, Reference]:
-    return ExactChecker(expected=expected), Reference(text=expected)
+def _exact(
+    request: dict[str, Any],
+    expected: str,
+    acceptable: list[str],
+    tokens: int,
+    *,
+    vision: bool = False,
+    pii: bool = False,
+) -> _Draft:
+    """An item whose answer is exactly ``expected``, which is also its reference."""
+    return _Draft(
+        request=request,
+        acceptable=acceptable,
+        expected_output_tokens=tokens,
+        checker=ExactChecker(expected=expected),
+        reference=Reference(text=expected),
+        vision=vision,
+        pii=pii,
+    )
 
 
 # --- classify -------------------------------------------------------------------------------
 
 
+class _Labelling(msgspec.Struct, frozen=True, kw_only=True):
+    """Items that ask for one label, one per (text, label) row of ``rows``."""
+
+    rows: Sequence[tuple[str, str]]
+    # The user prompt around {text}, and a system prompt.
+    prompt: str
+    system: str | None = None
+    acceptable: list[str]
+    pii: bool = False
+
+
+_LABELLINGS = [
+    _Labelling(
+        rows=corpus.REVIEWS[:4],
+        prompt=(
+            "Classify the sentiment of this product review as positive, negative or neutral. "
+            "Reply with the label only.\n\nReview: {text}"
+        ),
+        acceptable=["fast", "open-weight"],
+    ),
+    _Labelling(
+        rows=corpus.REVIEWS[4:],
+        prompt=(
+            "{text}\n\nWhat is the sentiment of the review above: positive, negative or "
+            "neutral? One word."
+        ),
+        acceptable=["fast", "open-weight"],
+    ),
+    _Labelling(
+        rows=corpus.HEADLINES,
+        prompt=(
+            "Headline: {text}\n\nWhich category does this headline belong to: sports, "
+            "politics, business, technology or health? Reply with one word."
+        ),
+        system="You sort news headlines into sections.",
+        acceptable=["fast", "open-weight"],
+    ),
+    _Labelling(
+        rows=corpus.INTENTS,
+        prompt=(
+            "Label the intent of this customer message as refund, cancel, upgrade or question. "
+            "Reply with the intent only.\n\nMessage: {text}"
+        ),
+        acceptable=["fast", "open-weight"],
+    ),
+    _Labelling(
+        rows=corpus.TICKETS,
+        prompt=(
+            "Classify the urgency of this support ticket as low, medium or high. Reply with one "
+            "word.\n\n{text}"
+        ),
+        acceptable=["open-weight"],
+        pii=True,
+    ),
+]
+
+
 def _classify() -> Iterator[_Draft]:
-    for text, label in corpus.REVIEWS[:4]:
-        checker, reference = _exact(label)
-        yield _Draft(
-            request=_user(
-                "Classify the sentiment of this product review as positive, negative or "
-                f"neutral. Reply with the label only.\n\nReview: {text}"
-            ),
-            acceptable=["fast", "open-weight"],
-            expected_output_tokens=2,
-            checker=checker,
-            reference=reference,
-        )
-    for text, label in corpus.REVIEWS[4:]:
-        checker, reference = _exact(label)
-        yield _Draft(
-            request=_user(
-                f"{text}\n\nWhat is the sentiment of the review above: positive, negative or "
-                "neutral? One word."
-            ),
-            acceptable=["fast", "open-weight"],
-            expected_output_tokens=2,
-            checker=checker,
-            reference=reference,
-        )
-    for text, label in corpus.HEADLINES:
-        checker, reference = _exact(label)
-        yield _Draft(
-            request=_user(
-                f"Headline: {text}\n\nWhich category does this headline belong to: sports, "
-                "politics, business, technology or health? Reply with one word.",
-                system="You sort news headlines into sections.",
-            ),
-            acceptable=["fast", "open-weight"],
-            expected_output_tokens=2,
-            checker=checker,
-            reference=reference,
-        )
-    for text, label in corpus.INTENTS:
-        checker, reference = _exact(label)
-        yield _Draft(
-            request=_user(
-                "Label the intent of this customer message as refund, cancel, upgrade or "
-                f"question. Reply with the intent only.\n\nMessage: {text}"
-            ),
-            acceptable=["fast", "open-weight"],
-            expected_output_tokens=2,
-            checker=checker,
-            reference=reference,
-        )
-    for text, label in corpus.TICKETS:
-        checker, reference = _exact(label)
-        yield _Draft(
-            request=_user(
-                "Classify the urgency of this support ticket as low, medium or high. Reply with "
-                f"one word.\n\n{text}"
-            ),
-            acceptable=["open-weight"],
-            expected_output_tokens=2,
-            checker=checker,
-            reference=reference,
-            pii=True,
-            note="personal data: must stay on a pii_safe model",
-        )
+    for case in _LABELLINGS:
+        for text, label in case.rows:
+            request = _user(case.prompt.format(text=text), system=case.system)
+            yield _exact(request, label, case.acceptable, 2, pii=case.pii)
 
 
 # --- extract --------------------------------------------------------------------------------
@@ -178,88 +192,101 @@ def _schema(properties: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _json_reference(values: dict[str, Any]) -> Reference:
-    return Reference(text=msgspec.json.encode(values).decode())
+class _Extraction(msgspec.Struct, frozen=True, kw_only=True):
+    """Items that ask for the same fields as JSON, one per row of ``rows``."""
+
+    # (text, then each field's value, in the order of ``fields``)
+    rows: Sequence[tuple[Any, ...]]
+    # Field name -> JSON type: the schema, and the keys of the expected object, in order.
+    fields: dict[str, str]
+    # The user prompt around {text}, and a system prompt.
+    prompt: str
+    system: str | None = None
+    acceptable: list[str]
+    tokens: int
+    # A strict JSON schema response format of this name (structured output), else JSON mode
+    # with ``json_object``, else only the prompt asks for JSON.
+    schema_name: str | None = None
+    json_object: bool = False
+    pii: bool = False
+
+
+_EXTRACTIONS = [
+    _Extraction(
+        rows=corpus.INVOICES,
+        fields={"vendor": "string", "total": "number", "currency": "string"},
+        prompt="Extract the vendor, the total amount and the currency.\n\n{text}",
+        schema_name="invoice",
+        acceptable=["fast"],
+        tokens=30,
+    ),
+    _Extraction(
+        rows=corpus.CONTACTS,
+        fields={"name": "string", "email": "string", "phone": "string"},
+        prompt=(
+            "Pull out the person's name, email and phone from this signature as a JSON object "
+            "with the keys name, email and phone.\n\n{text}"
+        ),
+        json_object=True,
+        acceptable=["fast"],
+        tokens=40,
+    ),
+    _Extraction(
+        rows=corpus.ORDERS,
+        fields={"order_id": "string", "items": "integer", "city": "string"},
+        prompt=(
+            "Customer message: {text}\n\nReturn JSON with order_id (string), items (integer) "
+            "and city (string). JSON only, no prose."
+        ),
+        acceptable=["fast"],
+        tokens=30,
+    ),
+    _Extraction(
+        rows=corpus.EVENTS,
+        fields={"event": "string", "month": "string", "city": "string"},
+        prompt="{text}",
+        system="Extract the event name, its month and its city.",
+        schema_name="event",
+        acceptable=["fast"],
+        tokens=30,
+    ),
+    _Extraction(
+        rows=corpus.PATIENTS,
+        fields={"name": "string", "birth_date": "string", "unit": "string"},
+        prompt=(
+            "Extract the person's name, birth_date (YYYY-MM-DD) and unit (ward or department) "
+            "as a JSON object.\n\n{text}"
+        ),
+        json_object=True,
+        acceptable=["open-weight"],
+        tokens=40,
+        pii=True,
+    ),
+]
 
 
 def _extract() -> Iterator[_Draft]:
-    invoice_schema = _schema({"vendor": "string", "total": "number", "currency": "string"})
-    for text, vendor, total, currency in corpus.INVOICES:
-        values = {"vendor": vendor, "total": total, "currency": currency}
-        request = _user(f"Extract the vendor, the total amount and the currency.\n\n{text}")
-        request["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "invoice", "schema": invoice_schema, "strict": True},
-        }
-        yield _Draft(
-            request=request,
-            acceptable=["fast"],
-            expected_output_tokens=30,
-            checker=JsonChecker(schema=invoice_schema, equals=values),
-            reference=_json_reference(values),
-            structured_output=True,
-        )
-    contact_schema = _schema({"name": "string", "email": "string", "phone": "string"})
-    for text, name, email, phone in corpus.CONTACTS:
-        values = {"name": name, "email": email, "phone": phone}
-        request = _user(
-            "Pull out the person's name, email and phone from this signature as a JSON object "
-            f"with the keys name, email and phone.\n\n{text}"
-        )
-        request["response_format"] = {"type": "json_object"}
-        yield _Draft(
-            request=request,
-            acceptable=["fast"],
-            expected_output_tokens=40,
-            checker=JsonChecker(schema=contact_schema, equals=values),
-            reference=_json_reference(values),
-        )
-    order_schema = _schema({"order_id": "string", "items": "integer", "city": "string"})
-    for text, order_id, items, city in corpus.ORDERS:
-        values = {"order_id": order_id, "items": items, "city": city}
-        yield _Draft(
-            request=_user(
-                f"Customer message: {text}\n\nReturn JSON with order_id (string), items "
-                "(integer) and city (string). JSON only, no prose."
-            ),
-            acceptable=["fast"],
-            expected_output_tokens=30,
-            checker=JsonChecker(schema=order_schema, equals=values),
-            reference=_json_reference(values),
-        )
-    event_schema = _schema({"event": "string", "month": "string", "city": "string"})
-    for text, event, month, city in corpus.EVENTS:
-        values = {"event": event, "month": month, "city": city}
-        request = _user(text, system="Extract the event name, its month and its city.")
-        request["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "event", "schema": event_schema, "strict": True},
-        }
-        yield _Draft(
-            request=request,
-            acceptable=["fast"],
-            expected_output_tokens=30,
-            checker=JsonChecker(schema=event_schema, equals=values),
-            reference=_json_reference(values),
-            structured_output=True,
-        )
-    record_schema = _schema({"name": "string", "birth_date": "string", "unit": "string"})
-    for text, name, born, unit in corpus.PATIENTS:
-        values = {"name": name, "birth_date": born, "unit": unit}
-        request = _user(
-            "Extract the person's name, birth_date (YYYY-MM-DD) and unit (ward or department) "
-            f"as a JSON object.\n\n{text}"
-        )
-        request["response_format"] = {"type": "json_object"}
-        yield _Draft(
-            request=request,
-            acceptable=["open-weight"],
-            expected_output_tokens=40,
-            checker=JsonChecker(schema=record_schema, equals=values),
-            reference=_json_reference(values),
-            pii=True,
-            note="personal data: must stay on a pii_safe model",
-        )
+    for case in _EXTRACTIONS:
+        schema = _schema(case.fields)
+        for text, *answer in case.rows:
+            values = dict(zip(case.fields, answer, strict=True))
+            request = _user(case.prompt.format(text=text), system=case.system)
+            if case.schema_name is not None:
+                request["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": case.schema_name, "schema": schema, "strict": True},
+                }
+            elif case.json_object:
+                request["response_format"] = {"type": "json_object"}
+            yield _Draft(
+                request=request,
+                acceptable=case.acceptable,
+                expected_output_tokens=case.tokens,
+                checker=JsonChecker(schema=schema, equals=values),
+                reference=Reference(text=msgspec.json.encode(values).decode()),
+                structured_output=case.schema_name is not None,
+                pii=case.pii,
+            )
 
 
 # --- tools ----------------------------------------------------------------------------------
@@ -393,9 +420,18 @@ def _code() -> Iterator[_Draft]:
 # --- math -----------------------------------------------------------------------------------
 
 
-def _number(value: float, tolerance: float = 1e-6) -> tuple[NumberChecker, Reference]:
-    text = f"{value:g}" if value != int(value) else str(int(value))
-    return NumberChecker(value=value, tolerance=tolerance), Reference(text=text)
+def _number(
+    text: str, value: float, acceptable: list[str], tokens: int, tolerance: float = 1e-6
+) -> _Draft:
+    """A question whose answer is the number ``value``, within ``tolerance``."""
+    answer = f"{value:g}" if value != int(value) else str(int(value))
+    return _Draft(
+        request=_user(text),
+        acceptable=acceptable,
+        expected_output_tokens=tokens,
+        checker=NumberChecker(value=value, tolerance=tolerance),
+        reference=Reference(text=answer),
+    )
 
 
 def _math(rng: random.Random) -> Iterator[_Draft]:
@@ -446,39 +482,24 @@ def _math(rng: random.Random) -> Iterator[_Draft]:
             )
         )
     for text, value in simple:
-        checker, reference = _number(value)
-        yield _Draft(
-            request=_user(text),
-            acceptable=["fast", "flagship"],
-            expected_output_tokens=8,
-            checker=checker,
-            reference=reference,
-        )
+        yield _number(text, value, ["fast", "flagship"], 8)
     for _ in range(2):
         n, k = rng.randint(6, 12), rng.randint(2, 4)
-        checker, reference = _number(math.comb(n, k))
-        yield _Draft(
-            request=_user(
-                f"How many different teams of {k} can be chosen from {n} people? Give the number."
-            ),
-            acceptable=["flagship", "reasoning"],
-            expected_output_tokens=60,
-            checker=checker,
-            reference=reference,
+        yield _number(
+            f"How many different teams of {k} can be chosen from {n} people? Give the number.",
+            math.comb(n, k),
+            ["flagship", "reasoning"],
+            60,
         )
         red, blue = rng.randint(2, 9), rng.randint(2, 9)
         p = (red / (red + blue)) * ((red - 1) / (red + blue - 1))
-        checker, reference = _number(round(p, 4), tolerance=0.001)
-        yield _Draft(
-            request=_user(
-                f"A bag holds {red} red and {blue} blue marbles. Two are drawn without "
-                "replacement. What is the probability that both are red? Give a decimal "
-                "rounded to 4 places."
-            ),
-            acceptable=["flagship", "reasoning"],
-            expected_output_tokens=80,
-            checker=checker,
-            reference=reference,
+        yield _number(
+            f"A bag holds {red} red and {blue} blue marbles. Two are drawn without replacement. "
+            "What is the probability that both are red? Give a decimal rounded to 4 places.",
+            round(p, 4),
+            ["flagship", "reasoning"],
+            80,
+            tolerance=0.001,
         )
 
 
@@ -529,7 +550,6 @@ def _summarize(rng: random.Random) -> Iterator[_Draft]:
             checker=RegexChecker(pattern=rf"(?is)^(?=.*\b{name.split()[0]}\b).{{20,400}}$"),
             reference=Reference(text=memo.split(". ")[0] + "."),
             pii=True,
-            note="personal data: must stay on a pii_safe model",
         )
 
 
@@ -582,15 +602,8 @@ def _long_context(rng: random.Random) -> Iterator[_Draft]:
         values = {"site": site, "code": code, "person": person}
         answer = person if "{person}" in fact else code
         document = _document(rng, tokens, fact.format(**values))
-        checker, reference = _exact(answer)
         acceptable = ["long-context", "flagship"] + (["fast"] if tokens <= 6000 else [])
-        yield _Draft(
-            request=_user(f"{document}\n\n{question.format(**values)}"),
-            acceptable=acceptable,
-            expected_output_tokens=6,
-            checker=checker,
-            reference=reference,
-        )
+        yield _exact(_user(f"{document}\n\n{question.format(**values)}"), answer, acceptable, 6)
 
 
 # --- vision ---------------------------------------------------------------------------------
@@ -642,34 +655,17 @@ def _image_request(text: str, url: str) -> dict[str, Any]:
 
 def _vision(rng: random.Random) -> Iterator[_Draft]:
     colours = sorted(_RGB)
+    acceptable = ["fast", "flagship"]
     for colour in colours + colours[:4]:
-        checker, reference = _exact(colour)
-        yield _Draft(
-            request=_image_request(
-                "What colour is this picture? Reply with one word.",
-                _png(_RGB[colour], _RGB[colour]),
-            ),
-            acceptable=["fast", "flagship"],
-            expected_output_tokens=2,
-            checker=checker,
-            reference=reference,
-            vision=True,
-        )
+        question = "What colour is this picture? Reply with one word."
+        request = _image_request(question, _png(_RGB[colour], _RGB[colour]))
+        yield _exact(request, colour, acceptable, 2, vision=True)
     for _ in range(8):
         left, right = rng.sample(colours, 2)
         side, answer = rng.choice([("left", left), ("right", right)])
-        checker, reference = _exact(answer)
-        yield _Draft(
-            request=_image_request(
-                f"Which colour fills the {side} half of this image? Reply with one word.",
-                _png(_RGB[left], _RGB[right]),
-            ),
-            acceptable=["fast", "flagship"],
-            expected_output_tokens=2,
-            checker=checker,
-            reference=reference,
-            vision=True,
-        )
+        question = f"Which colour fills the {side} half of this image? Reply with one word."
+        request = _image_request(question, _png(_RGB[left], _RGB[right]))
+        yield _exact(request, answer, acceptable, 2, vision=True)
 
 
 # --- reasoning ------------------------------------------------------------------------------
@@ -806,8 +802,10 @@ def _finish(task: str, index: int, draft: _Draft) -> TaskItem:
     parsed, _ = parse_chat_request(msgspec.json.encode(draft.request))
     size = measure_prompt(parsed.messages, parsed.tools)
     declared = _declared(task, index, draft.pii)
-    note = draft.note
-    if declared is not None and declared != task and not draft.pii:
+    note = ""
+    if draft.pii:
+        note = "personal data: must stay on a pii_safe model"
+    elif declared is not None and declared != task:
         note = f"deliberately mistyped as {declared}"
     return TaskItem(
         id=f"{task}-{index + 1:02d}",

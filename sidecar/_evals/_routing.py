@@ -193,7 +193,7 @@ def evaluate_item(
     baseline_model: str,
 ) -> ItemOutcome:
     request, _ = parse_chat_request(msgspec.json.encode(item.request))
-    size = measure_prompt(request.messages, request.tools)
+    size = measure_prompt(request.messages, request.tools, request.response_format)
     query, inference = route_query(request, item.declared, size.estimated_tokens)
     decision = route(query, config)
     # Every item is inferred, tagged or not, so the inference is scored on all of them.

@@ -126,7 +126,7 @@ def route_items(config: Config, items: Sequence[TaskItem], route_name: str) -> l
         if item.checker is None:
             continue
         request, _ = parse_chat_request(msgspec.json.encode(item.request))
-        size = measure_prompt(request.messages, request.tools)
+        size = measure_prompt(request.messages, request.tools, request.response_format)
         query, _ = route_query(request, item.declared, size.estimated_tokens)
         if route(query, config).route == route_name:
             chosen.append(item)
@@ -149,7 +149,7 @@ def unfit_items(
     problems = []
     for item in items:
         request, _ = parse_chat_request(msgspec.json.encode(item.request))
-        size = measure_prompt(request.messages, request.tools)
+        size = measure_prompt(request.messages, request.tools, request.response_format)
         query, _ = route_query(request, route_name, size.estimated_tokens)
         decision = route(query, trial)
         if not decision.chain:

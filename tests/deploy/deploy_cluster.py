@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy_parsers import render_nats_conf
-from nats_server import find_nats_server
+from nats_server import find_nats_server, free_ports
 
 __all__ = ["ClusterNode", "running_cluster"]
 
@@ -58,7 +57,14 @@ def _localize(
         local["pid_file"] = str(node_dir / "nats.pid")
     local["jetstream"]["store_dir"] = str(node_dir / "jetstream")
     local["cluster"]["listen"] = f"127.0.0.1:{route_port}"
-    local["cluster"]["routes"] = routes
+    # Only the addresses change: the routes keep the credentials they are configured with
+    # (nats-route://user:password@host:port). Routes given as $VARIABLES: resolve them first.
+    configured = [str(r) for r in conf["cluster"]["routes"]]
+    logins = {r.partition("://")[2].rpartition("@")[0] for r in configured}
+    if len(logins) != 1 or not all("://" in r for r in configured):
+        raise ValueError(f"cannot localize the routes {configured}")
+    prefix = f"{logins.pop()}@" if "@" in configured[0] else ""
+    local["cluster"]["routes"] = [r.replace("://", f"://{prefix}", 1) for r in routes]
     return local
 
 
@@ -105,17 +111,6 @@ def _stop(node: ClusterNode) -> None:
     node.process.stderr.close()
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @contextlib.contextmanager
 def running_cluster(
     confs: list[dict[str, Any]], envs: list[dict[str, str]], workdir: Path
@@ -124,7 +119,7 @@ def running_cluster(
     nodes: list[ClusterNode] = []
     # A clustered JetStream server needs its routes before it starts, so the route ports are
     # chosen up front (free now; a collision with another process would fail the start loudly).
-    route_ports = _free_ports(len(confs))
+    route_ports = free_ports(len(confs))
     try:
         for index, (conf, env) in enumerate(zip(confs, envs, strict=True)):
             node_dir = workdir / f"node-{index}"

@@ -5,13 +5,19 @@ unknown or misspelt field fails), then for what a schema can't see: the socket v
 probes, the Secrets, the UID that makes the owner-only socket usable, the NATS Service and
 routes. The tollgate config inside the ConfigMap goes through the sidecar's own config loader.
 The NATS configurations pass ``nats-server -t`` and are then run as real 3-node clusters on
-loopback, with tollgate's JetStream store on them, and the sidecar itself on the ConfigMap's
-config. The systemd unit and the Containerfile are read by small parsers (deploy_parsers).
+loopback, with TLS on a throwaway CA (deploy_tls), tollgate's JetStream store on them, and the
+sidecar itself on the ConfigMap's config; a fourth nats-server tries to join as a route without
+the credentials and is refused. The NetworkPolicy and the containers' environment are
+evaluated the way Kubernetes does (deploy_kubernetes). The systemd unit and the Containerfile
+are read by small parsers (deploy_parsers).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
+import functools
 import json
 import os
 import re
@@ -28,21 +34,26 @@ from typing import Any
 
 import aiohttp
 import anyio
+import anyio.abc
+import anyio.streams.tls
 import kubernetes_validate
 import msgspec
 import nats
 import pytest
 import yaml
 from deploy_cluster import ClusterNode, running_cluster
+from deploy_kubernetes import container_env, ingress_allowed, selects
 from deploy_parsers import (
     Var,
     env_pairs,
     exec_form,
     ignored_by,
     parse_containerfile,
+    parse_env_file,
     parse_nats_conf,
     parse_unit,
 )
+from deploy_tls import NatsCerts, make_certs
 from nats_server import find_nats_server
 
 from events import FallbackTaken, new_id, open_jetstream_store
@@ -57,6 +68,8 @@ NATS_DIR = DEPLOY / "nats"
 
 # Native sidecars (restartable init containers) need 1.29; the schemas' newest version too.
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
+# What marks a pod with the tollgate sidecar, for the NetworkPolicy in front of NATS.
+SIDECAR_LABEL = ("tollgate/sidecar", "true")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
@@ -122,6 +135,16 @@ def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def _workloads() -> list[dict[str, Any]]:
+    kinds = ("Deployment", "StatefulSet", "DaemonSet")
+    return [doc for _, _, doc in DOCUMENTS if doc["kind"] in kinds]
+
+
 def _all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [*pod.get("initContainers", []), *pod["containers"]]
 
@@ -131,15 +154,18 @@ def _is_tollgate(container: dict[str, Any]) -> bool:
     return repository.rsplit("/", 1)[-1] == "tollgate"
 
 
+def _has_sidecar(workload: dict[str, Any]) -> bool:
+    return any(_is_tollgate(c) for c in _all_containers(_pod_spec(workload)))
+
+
+def _app_workload() -> dict[str, Any]:
+    found = [doc for doc in _workloads() if _has_sidecar(doc)]
+    assert len(found) == 1, "expected one workload with a tollgate sidecar"
+    return found[0]
+
+
 def _app_pod() -> dict[str, Any]:
-    pods = [
-        _pod_spec(doc)
-        for _, _, doc in DOCUMENTS
-        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
-        and any(_is_tollgate(c) for c in _all_containers(_pod_spec(doc)))
-    ]
-    assert len(pods) == 1, "expected one workload with a tollgate sidecar"
-    return pods[0]
+    return _pod_spec(_app_workload())
 
 
 def _sidecar_and_apps(pod: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -176,6 +202,22 @@ def _mount_for(container: dict[str, Any], path: PurePosixPath) -> dict[str, Any]
 def _volume(pod: dict[str, Any], name: str) -> dict[str, Any]:
     (volume,) = [v for v in pod.get("volumes", []) if v["name"] == name]
     return volume
+
+
+def _secret_file(
+    pod: dict[str, Any], container: dict[str, Any], path: PurePosixPath
+) -> tuple[dict[str, Any], str]:
+    """The Secret volume that ``path`` is mounted from, and the Secret's key in that file."""
+    mount = _mount_for(container, path)
+    volume = _volume(pod, mount["name"])
+    assert "secret" in volume, f"{path} is not mounted from a Secret"
+    assert "subPath" not in mount
+    relative = str(path.relative_to(mount["mountPath"]))
+    items = volume["secret"].get("items")
+    if items is None:
+        return volume, relative
+    (key,) = [item["key"] for item in items if item["path"] == relative]
+    return volume, str(key)
 
 
 def _container_port(container: dict[str, Any], port: int | str) -> int:
@@ -253,7 +295,9 @@ def test_configmap_holds_a_complete_jetstream_config(tollgate_config: Config) ->
     config = tollgate_config
     assert config.store.kind == "jetstream"
     assert config.nats.enabled
-    assert config.nats.servers == ["nats://nats:4222"]
+    # tls:// refuses a server that does not speak TLS, and the CA is the one to check it with.
+    assert config.nats.servers == ["tls://nats:4222"]
+    assert config.nats.tls_ca_file is not None
     assert config.server.admin_address is not None
     # The sidecar refuses to start with an unpriced model; this is the table it builds.
     assert PriceTable.from_config(config).models == frozenset(config.models)
@@ -423,6 +467,31 @@ def _nats_container() -> dict[str, Any]:
     return container
 
 
+def _nats_pod_env(pod_name: str, secret: Callable[[str, str], str]) -> dict[str, str]:
+    """The NATS container's environment in pod ``pod_name``, each Secret key's value from
+    ``secret(name, key)``; ``$(VAR)`` references expanded as the kubelet does."""
+    secrets = _secrets()
+
+    def value_from(source: Any) -> str:
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            assert ref["key"] in secrets[ref["name"]], f"no key {ref['key']} in {ref['name']}"
+            return secret(ref["name"], ref["key"])
+        assert source["fieldRef"]["fieldPath"] == "metadata.name", source
+        return pod_name
+
+    return container_env(_nats_container(), value_from)
+
+
+def _marker(secret: str, key: str) -> str:
+    """Stands for a Secret key's value, naming it (URL-safe: it may land in a route URL)."""
+    return f"{secret}.{key}"
+
+
+def _resolved(values: list[Any], env: dict[str, str]) -> list[str]:
+    return [env[str(v)] if isinstance(v, Var) else v for v in values]
+
+
 def _nats_k8s_conf_text() -> str:
     container = _nats_container()
     argv = [*container.get("command", []), *container.get("args", [])]
@@ -444,7 +513,7 @@ def test_nats_service_is_where_the_sidecars_connect(tollgate_config: Config) -> 
     conf = parse_nats_conf(_nats_k8s_conf_text())
     client_port = int(conf["listen"].rpartition(":")[2])
     for url in tollgate_config.nats.servers:
-        match = re.fullmatch(r"nats://([a-z0-9-]+):(\d+)", url)
+        match = re.fullmatch(r"(?:nats|tls)://([a-z0-9-]+):(\d+)", url)
         assert match, url
         service = _only("Service", match.group(1))
         assert _service_selects(service, statefulset)
@@ -471,9 +540,20 @@ def test_nats_statefulset_is_a_routed_three_node_jetstream_cluster(
 
     cluster_port = int(conf["cluster"]["listen"].rpartition(":")[2])
     assert _container_port(container, "cluster") == cluster_port
+    # Each route goes to a pod by its stable name and logs in with the route user and the
+    # password from the Secret: the pod's environment composes the URLs (nats-server does
+    # not substitute inside a string), the configuration names them.
+    authorization = conf["cluster"]["authorization"]
+    assert isinstance(authorization["password"], Var), "the route password is written in"
+    password_ref = {e["name"]: e for e in container["env"]}[str(authorization["password"])]
+    ref = password_ref["valueFrom"]["secretKeyRef"]
+    pod_env = _nats_pod_env("nats-0", _marker)
     name, service = statefulset["metadata"]["name"], headless["metadata"]["name"]
-    expected = {f"nats-route://{name}-{i}.{service}:{cluster_port}" for i in range(replicas)}
-    assert set(conf["cluster"]["routes"]) == expected
+    login = f"{authorization['user']}:{_marker(ref['name'], ref['key'])}"
+    expected = {
+        f"nats-route://{login}@{name}-{i}.{service}:{cluster_port}" for i in range(replicas)
+    }
+    assert set(_resolved(conf["cluster"]["routes"], pod_env)) == expected
 
     # Each pod names itself, and every variable the configuration uses is set.
     assert conf["server_name"] == Var("POD_NAME")
@@ -507,6 +587,148 @@ def test_nats_statefulset_is_a_routed_three_node_jetstream_cluster(
     assert lame_duck < pod["terminationGracePeriodSeconds"]
 
 
+def _tls_blocks(conf: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {"clients": conf["tls"], "routes": conf["cluster"]["tls"]}
+
+
+def test_nats_tls_files_come_from_the_tls_secret(tollgate_config: Config) -> None:
+    conf = parse_nats_conf(_nats_k8s_conf_text())
+    pod, container = _pod_spec(_nats_statefulset()), _nats_container()
+    secrets = _secrets()
+    used = set()
+    for where, block in _tls_blocks(conf).items():
+        assert {"cert_file", "key_file", "ca_file"} <= block.keys(), where
+        for field in ("cert_file", "key_file", "ca_file"):
+            volume, key = _secret_file(pod, container, PurePosixPath(block[field]))
+            name = volume["secret"]["secretName"]
+            assert key in secrets[name], f"{where}: {block[field]} is no key of Secret {name}"
+            assert volume["secret"].get("defaultMode", 0o644) & 0o007 == 0, "world-readable key"
+            used.add((name, key, field))
+    # Routes are mutual TLS: a node checks its peer's certificate, not only the other way round.
+    assert _tls_blocks(conf)["routes"].get("verify") is True
+    # One certificate, key and CA.
+    assert len(used) == 3
+
+    # The sidecars check the servers against that CA and dial them over TLS; their pod gets
+    # the CA alone, never the servers' private key.
+    ((tls_secret, ca_key, _),) = [u for u in used if u[2] == "ca_file"]
+    app_pod = _app_pod()
+    sidecar, _ = _sidecar_and_apps(app_pod)
+    assert tollgate_config.nats.tls_ca_file is not None
+    volume, key = _secret_file(app_pod, sidecar, PurePosixPath(tollgate_config.nats.tls_ca_file))
+    assert (volume["secret"]["secretName"], key) == (tls_secret, ca_key)
+    assert [item["key"] for item in volume["secret"]["items"]] == [ca_key]
+    assert all(url.startswith("tls://") for url in tollgate_config.nats.servers)
+
+
+def test_route_password_reaches_only_the_nats_pods() -> None:
+    conf = parse_nats_conf(_nats_k8s_conf_text())
+    password_var = str(conf["cluster"]["authorization"]["password"])
+    ref = {e["name"]: e for e in _nats_container()["env"]}[password_var]["valueFrom"]
+    route_secret = (ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"])
+    for workload in _workloads():
+        if workload is _nats_statefulset():
+            continue
+        for container in _all_containers(_pod_spec(workload)):
+            for entry in container.get("env", []):
+                key_ref = entry.get("valueFrom", {}).get("secretKeyRef", {})
+                assert (key_ref.get("name"), key_ref.get("key")) != route_secret, entry["name"]
+            assert not container.get("envFrom"), "envFrom would hand over every key"
+
+
+def _network_policies() -> list[dict[str, Any]]:
+    return [doc for _, _, doc in DOCUMENTS if doc["kind"] == "NetworkPolicy"]
+
+
+def test_network_policy_admits_only_sidecars_to_clients_and_nodes_to_routes() -> None:
+    policies = _network_policies()
+    statefulset = _nats_statefulset()
+    nats_labels = _pod_labels(statefulset)
+    conf = parse_nats_conf(_nats_k8s_conf_text())
+    client = int(conf["listen"].rpartition(":")[2])
+    route = int(conf["cluster"]["listen"].rpartition(":")[2])
+    monitor = int(conf["http"].rpartition(":")[2])
+    named_ports = {p["name"]: p["containerPort"] for p in _nats_container()["ports"]}
+    assert {client, route, monitor} <= set(named_ports.values())
+
+    def allowed(source: dict[str, str], port: int) -> bool:
+        return ingress_allowed(
+            policies,
+            source_labels=source,
+            target_labels=nats_labels,
+            target_ports=named_ports,
+            port=port,
+        )
+
+    app = _pod_labels(_app_workload())
+    key, value = SIDECAR_LABEL
+    assert app.get(key) == value, f"the sidecar's pods are not labelled {key}: {value!r}"
+    unlabelled = {k: v for k, v in app.items() if k != key}  # the same app, no sidecar label
+    stranger = {"app.kubernetes.io/name": "something-else"}
+    assert allowed(nats_labels, route), "the nodes cannot route to each other"
+    assert allowed(app, client), "the sidecars cannot reach NATS"
+    assert not allowed(app, route), "a sidecar pod can join the cluster as a route"
+    for source in (stranger, unlabelled):
+        for port in (client, route, monitor):
+            assert not allowed(source, port), (source, port)
+    # Every pod that runs the sidecar carries the label; none that doesn't (NATS aside).
+    for workload in _workloads():
+        if workload is not statefulset:
+            assert allowed(_pod_labels(workload), client) == _has_sidecar(workload)
+    # The policy selects the NATS pods and nothing else in the kustomization.
+    for policy in policies:
+        for workload in _workloads():
+            assert selects(policy["spec"]["podSelector"], _pod_labels(workload)) == (
+                workload is statefulset
+            )
+
+
+def test_network_policy_evaluation() -> None:
+    # The evaluator above must be able to say no, and must not guess at what it can't read.
+    policy: dict[str, Any] = {
+        "spec": {
+            "podSelector": {"matchLabels": {"role": "db"}},
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"role": "web"}}}],
+                    "ports": [{"port": "sql"}],
+                }
+            ],
+        }
+    }
+
+    def allowed(source: str, target: str, port: int) -> bool:
+        return ingress_allowed(
+            [policy],
+            source_labels={"role": source},
+            target_labels={"role": target},
+            target_ports={"sql": 5432},
+            port=port,
+        )
+
+    assert allowed("web", "db", 5432)
+    assert not allowed("web", "db", 5433)
+    assert not allowed("batch", "db", 5432)
+    assert allowed("batch", "cache", 1), "a pod no policy selects takes every connection"
+    namespaced: dict[str, Any] = {"namespaceSelector": {}, "podSelector": {}}
+    policy["spec"]["ingress"][0]["from"] = [namespaced]
+    with pytest.raises(ValueError, match="unsupported peer"):
+        allowed("web", "db", 5432)
+
+
+def test_container_env_expands_references_like_the_kubelet() -> None:
+    container = {
+        "env": [
+            {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            {"name": "B", "value": "x:$(A)@$(C)/$$(A)"},
+            {"name": "C", "value": "late"},
+        ]
+    }
+    env = container_env(container, lambda source: "secret")
+    # A reference to a later or unknown variable stays as written; $$ escapes.
+    assert env == {"A": "secret", "B": "x:secret@$(C)/$(A)", "C": "late"}
+
+
 def test_nats_image_is_the_version_the_tests_run() -> None:
     image_version = _nats_container()["image"].split(":", 1)[1].split("-")[0]
     output = subprocess.run(
@@ -531,6 +753,39 @@ def _variables(conf: Any) -> Iterator[str]:
 # --- NATS: the configurations -------------------------------------------------------------------
 
 NATS_FILES = sorted(NATS_DIR.glob("*.conf"))
+NATS_ENV_EXAMPLE = NATS_DIR / "nats.env.example"
+PLACEHOLDER = "REPLACE_ME"
+
+
+@pytest.fixture(scope="module")
+def nats_certs(tmp_path_factory: pytest.TempPathFactory) -> NatsCerts:
+    return make_certs(tmp_path_factory.mktemp("nats-tls"))
+
+
+def _test_secret(name: str, key: str) -> str:
+    """A Secret key's value for the running clusters (URL-safe: it may land in a route URL)."""
+    return f"{name}-{key}-s3cret"
+
+
+def _host_env() -> dict[str, str]:
+    """nats.env.example filled in as it says: a token, and one route password, both in its own
+    variable and in place of the placeholder in every route URL."""
+    example = parse_env_file(NATS_ENV_EXAMPLE.read_text())
+    token, password = _test_secret("hosts", "token"), _test_secret("hosts", "route-password")
+    return {
+        key: value.replace(PLACEHOLDER, token if key == "NATS_TOKEN" else password)
+        for key, value in example.items()
+    }
+
+
+def _with_test_certs(text: str, certs: NatsCerts) -> str:
+    """The configuration's text with its TLS files swapped for the test's; nothing else moves."""
+    for block in _tls_blocks(parse_nats_conf(text)).values():
+        swapped = certs.tls_block(block)
+        for key, path in block.items():
+            if key.endswith("_file"):
+                text = re.sub(re.escape(path) + r"(?=\s)", swapped[key], text)
+    return text
 
 
 def _nats_server_test(path: Path, env: dict[str, str]) -> None:
@@ -544,52 +799,88 @@ def _nats_server_test(path: Path, env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("path", NATS_FILES, ids=[p.name for p in NATS_FILES])
-def test_nats_config_passes_nats_server_check(path: Path) -> None:
-    _nats_server_test(path, {"NATS_TOKEN": "placeholder"})
+def test_nats_config_passes_nats_server_check(
+    path: Path, tmp_path: Path, nats_certs: NatsCerts
+) -> None:
+    checked = tmp_path / path.name
+    checked.write_text(_with_test_certs(path.read_text(), nats_certs))
+    _nats_server_test(checked, _host_env())
 
 
-def test_nats_kubernetes_config_passes_nats_server_check(tmp_path: Path) -> None:
+def test_nats_kubernetes_config_passes_nats_server_check(
+    tmp_path: Path, nats_certs: NatsCerts
+) -> None:
     path = tmp_path / "nats.conf"
-    path.write_text(_nats_k8s_conf_text())
-    _nats_server_test(path, {"NATS_TOKEN": "placeholder", "POD_NAME": "nats-0"})
+    path.write_text(_with_test_certs(_nats_k8s_conf_text(), nats_certs))
+    _nats_server_test(path, _nats_pod_env("nats-0", _test_secret))
 
 
-def test_nats_checker_refuses_a_broken_config(tmp_path: Path) -> None:
-    # The check above must be able to fail: an unclosed block does.
+def test_nats_checker_refuses_a_broken_config(tmp_path: Path, nats_certs: NatsCerts) -> None:
+    # The check above must be able to fail: an unclosed block does, and so does a missing
+    # secret (nats-server has no default for a variable) or a certificate file.
+    text = _with_test_certs(NATS_FILES[0].read_text(), nats_certs)
     path = tmp_path / "broken.conf"
-    path.write_text(NATS_FILES[0].read_text().replace("cluster {", "cluster {{"))
+    path.write_text(text.replace("cluster {", "cluster {{"))
     with pytest.raises(AssertionError):
-        _nats_server_test(path, {"NATS_TOKEN": "placeholder"})
+        _nats_server_test(path, _host_env())
+    path.write_text(text)
+    env = _host_env()
+    del env["NATS_ROUTE_PASSWORD"]
+    with pytest.raises(AssertionError, match="NATS_ROUTE_PASSWORD"):
+        _nats_server_test(path, env)
+    with pytest.raises(AssertionError, match="no such file"):
+        _nats_server_test(NATS_FILES[0], _host_env())
+
+
+def test_nats_env_example_sets_what_the_host_configs_use() -> None:
+    example = parse_env_file(NATS_ENV_EXAMPLE.read_text())
+    used = {v for p in NATS_FILES for v in _variables(parse_nats_conf(p.read_text()))}
+    assert set(example) == used, "nats.env.example and the configurations disagree"
+    for key, value in example.items():
+        if _SECRET_NAME.search(key):
+            assert value == PLACEHOLDER, f"{key} holds a value, not a placeholder"
 
 
 def test_nats_nodes_are_three_distinct_servers_routed_to_each_other() -> None:
     assert len(NATS_FILES) == 3
     confs = [parse_nats_conf(p.read_text()) for p in NATS_FILES]
+    env = parse_env_file(NATS_ENV_EXAMPLE.read_text())
     names = [c["server_name"] for c in confs]
     assert len(set(names)) == 3
-    # A route names a node by host (nats-1.example.internal) and its cluster port.
+    # A route names a node by host (nats-1.example.internal) and its cluster port, and logs
+    # in with the route user and password.
     cluster_ports = {
         c["server_name"]: int(c["cluster"]["listen"].rpartition(":")[2]) for c in confs
     }
     for conf in confs:
         me = conf["server_name"]
+        authorization = conf["cluster"]["authorization"]
+        assert isinstance(authorization["password"], Var), f"{me}: the password is written in"
         routed = set()
-        for route in conf["cluster"]["routes"]:
-            match = re.fullmatch(r"nats-route://([^.:]+)[^:]*:(\d+)", route)
-            assert match, route
-            node, port = match.group(1), int(match.group(2))
+        for route in _resolved(conf["cluster"]["routes"], env):
+            match = re.fullmatch(r"nats-route://([^:@/]+):([^@/]+)@([^.:]+)[^:]*:(\d+)", route)
+            assert match, f"{me}: {route} does not log in"
+            user, password, node, port = match.groups()
+            assert user == authorization["user"], f"{me}: {route} logs in as another user"
+            # The example's placeholders: the same one as the password's, to be the same value.
+            assert password == env[authorization["password"]], f"{me}: {route}'s password"
             assert node in cluster_ports, f"{me}: route to unknown node {route}"
-            assert port == cluster_ports[node], f"{me}: {route} is not {node}'s cluster port"
+            assert int(port) == cluster_ports[node], f"{me}: {route} is not {node}'s port"
             routed.add(node)
         assert routed - {me} == set(names) - {me}, f"{me} does not route to every other node"
     # What must agree across the cluster.
-    for key in ("authorization", "max_payload", "jetstream"):
+    for key in ("authorization", "tls", "max_payload", "jetstream", "cluster"):
         values = [
-            json.dumps({**c[key], "store_dir": None} if key == "jetstream" else c[key])
+            json.dumps(
+                {**c[key], "store_dir": None}
+                if key == "jetstream"
+                else {**c[key], "routes": None}
+                if key == "cluster"
+                else c[key]
+            )
             for c in confs
         ]
         assert len(set(values)) == 1, f"{key} differs between nodes"
-    assert len({c["cluster"]["name"] for c in confs}) == 1
     for conf in confs:
         assert conf["jetstream"]["store_dir"].startswith("/")
         assert conf["jetstream"]["max_file_store"] > 0
@@ -612,20 +903,61 @@ def test_nats_kubernetes_and_host_configs_agree() -> None:
         "lame_duck_grace_period",
     )
     assert {k: k8s[k] for k in shared} == {k: host[k] for k in shared}
-    assert k8s["cluster"]["name"] == host["cluster"]["name"]
-    assert k8s["cluster"]["listen"] == host["cluster"]["listen"]
+    cluster_shared = ("name", "listen", "no_advertise", "authorization")
+    assert {k: k8s["cluster"][k] for k in cluster_shared} == {
+        k: host["cluster"][k] for k in cluster_shared
+    }
     assert k8s["jetstream"]["max_memory_store"] == host["jetstream"]["max_memory_store"]
+    # TLS alike on both ports but for where the files are.
+    for where, block in _tls_blocks(k8s).items():
+        other = _tls_blocks(host)[where]
+        assert block.keys() == other.keys(), where
+        assert {k: v for k, v in block.items() if not k.endswith("_file")} == {
+            k: v for k, v in other.items() if not k.endswith("_file")
+        }, where
 
 
-def _k8s_node_confs() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def test_nats_conf_parser_refuses_a_variable_inside_a_string() -> None:
+    # nats-server would take "$P" literally there, and the route would fail to log in.
+    assert parse_nats_conf("a: $P\nb: [$Q]\n") == {"a": Var("P"), "b": [Var("Q")]}
+    for text in ('r: "nats-route://u:$P@h:6222"', "r: nats-route://u:$P@h:6222", "r: $P.x"):
+        with pytest.raises(ValueError):
+            parse_nats_conf(text)
+
+
+def test_env_file_parser_reads_only_what_both_readers_agree_on() -> None:
+    assert parse_env_file("# c\n\nA=1\nB=x://u:p@h:1\n") == {"A": "1", "B": "x://u:p@h:1"}
+    for text in ('A="1"', "A=$B", "A=1 2", "A=1\nA=2", "not a line"):
+        with pytest.raises(ValueError):
+            parse_env_file(text)
+
+
+def _for_test(conf: dict[str, Any], env: dict[str, str], certs: NatsCerts) -> dict[str, Any]:
+    """A node's configuration for running_cluster: the TLS files swapped for the test's, the
+    routes resolved from the node's environment (running_cluster keeps their credentials)."""
+    local = copy.deepcopy(conf)
+    local["tls"] = certs.tls_block(conf["tls"])
+    local["cluster"]["tls"] = certs.tls_block(conf["cluster"]["tls"])
+    local["cluster"]["routes"] = _resolved(conf["cluster"]["routes"], env)
+    return local
+
+
+NodeConfs = tuple[list[dict[str, Any]], list[dict[str, str]]]
+
+
+def _k8s_node_confs(certs: NatsCerts) -> NodeConfs:
     conf = parse_nats_conf(_nats_k8s_conf_text())
-    envs = [{"POD_NAME": f"nats-{i}", "NATS_TOKEN": "s3cret-token"} for i in range(3)]
-    return [conf] * 3, envs
+    envs = [_nats_pod_env(f"nats-{i}", _test_secret) for i in range(3)]
+    return [_for_test(conf, env, certs) for env in envs], envs
 
 
-def _host_node_confs() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    confs = [parse_nats_conf(p.read_text()) for p in NATS_FILES]
-    return confs, [{"NATS_TOKEN": "s3cret-token"}] * 3
+def _host_node_confs(certs: NatsCerts) -> NodeConfs:
+    env = _host_env()
+    return [_for_test(parse_nats_conf(p.read_text()), env, certs) for p in NATS_FILES], [env] * 3
+
+
+def _tls_url(node: ClusterNode) -> str:
+    return node.url.replace("nats://", "tls://", 1)
 
 
 def _monitor(node: ClusterNode, endpoint: str) -> dict[str, Any]:
@@ -644,53 +976,92 @@ def _meta_cluster_formed(nodes: list[ClusterNode]) -> bool:
     return len(peers) == 2 and all(p["current"] for p in peers)
 
 
-async def _connect_without_token(node: ClusterNode) -> bytes:
-    """The server's answer to a client that connects with no credentials (plain protocol)."""
-    async with await anyio.connect_tcp("127.0.0.1", node.client_port) as stream:
+def _route_names(node: ClusterNode) -> set[str]:
+    return {route["remote_name"] for route in _monitor(node, "/routez")["routes"]}
+
+
+async def _client_session(
+    node: ClusterNode, connect: dict[str, Any], certs: NatsCerts | None
+) -> tuple[dict[str, Any], bytes, bool]:
+    """A client's INFO from ``node``, and what the server answers to its CONNECT and PING
+    (over TLS if ``certs``, else in plaintext); and whether the server hung up."""
+    async with await anyio.connect_tcp("127.0.0.1", node.client_port) as tcp:
         info = b""
         while not info.endswith(b"\r\n"):
-            info += await stream.receive()
-        assert json.loads(info.removeprefix(b"INFO "))["auth_required"] is True
-        await stream.send(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
-        answer = b""
+            info += await tcp.receive()
+        stream: anyio.abc.ByteStream = tcp
+        if certs is not None:
+            stream = await anyio.streams.tls.TLSStream.wrap(
+                tcp,
+                hostname="127.0.0.1",
+                ssl_context=certs.client_context(),
+                standard_compatible=False,
+            )
+        await stream.send(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+        answer, closed = b"", False
         with anyio.move_on_after(10):
-            while b"-ERR" not in answer:
-                answer += await stream.receive()
-        return answer
+            try:
+                while b"-ERR" not in answer and b"PONG" not in answer:
+                    answer += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                closed = True
+        return json.loads(info.removeprefix(b"INFO ")), answer, closed
 
 
-async def _until(condition: Callable[[], bool], limit_s: float = 30) -> None:
+async def _until(condition: Callable[[], bool], what: str, limit_s: float = 30) -> None:
     """Polls ``condition`` until it holds; fails after ``limit_s`` (a bound, not a measure)."""
     for _ in range(int(limit_s / 0.1)):
         if condition():
             return
         await anyio.sleep(0.1)
-    raise AssertionError("the cluster did not form")
+    raise AssertionError(what)
+
+
+def _cluster_formed(nodes: list[ClusterNode]) -> Callable[[], bool]:
+    return lambda: _meta_cluster_formed(nodes)
 
 
 @pytest.mark.parametrize("source", [_host_node_confs, _k8s_node_confs], ids=["hosts", "kubernetes"])
 async def test_nats_configs_form_a_jetstream_cluster(
-    source: Any, tmp_path: Path, tollgate_config: Config
+    source: Callable[[NatsCerts], NodeConfs],
+    tmp_path: Path,
+    tollgate_config: Config,
+    nats_certs: NatsCerts,
 ) -> None:
-    confs, envs = source()
+    confs, envs = source(nats_certs)
     with running_cluster(confs, envs, tmp_path) as nodes:
-        # The JetStream meta group elects a leader and learns all its peers over the routes.
-        await _until(lambda: _meta_cluster_formed(nodes))
+        # The JetStream meta group elects a leader and learns all its peers over the routes,
+        # which log in and speak mutual TLS.
+        await _until(_cluster_formed(nodes), "the cluster did not form")
         for node, conf, env in zip(nodes, confs, envs, strict=True):
             varz = _monitor(node, "/varz")
             name = conf["server_name"]
             assert varz["server_name"] == (env[name] if isinstance(name, Var) else name)
             assert varz["max_payload"] == conf["max_payload"]
             assert varz["cluster"]["name"] == conf["cluster"]["name"]
+            assert varz["tls_required"] is True
+            assert varz["cluster"]["tls_required"] is True
+            assert varz["cluster"]["tls_verify"] is True
 
-        # The token is required: a client without it is refused.
-        assert b"Authorization Violation" in await _connect_without_token(nodes[0])
+        # A client needs TLS and the token: with both it is served, without either refused
+        # (in plaintext the server hangs up before it reads a word).
+        token = envs[0]["NATS_TOKEN"]
+        quiet = {"verbose": False, "pedantic": False}
+        hello, answer, _ = await _client_session(
+            nodes[0], {**quiet, "auth_token": token}, nats_certs
+        )
+        assert hello["auth_required"] is True and hello["tls_required"] is True
+        assert b"PONG" in answer, answer
+        _, answer, _ = await _client_session(nodes[0], quiet, nats_certs)
+        assert b"Authorization Violation" in answer, answer
+        _, answer, closed = await _client_session(nodes[0], {**quiet, "auth_token": token}, None)
+        assert closed and b"PONG" not in answer, answer
 
         # tollgate's own event store, as the ConfigMap sets it up (stream, 3 replicas), on
         # this cluster: atomic batches and dedup go through the clustered code paths.
-        token = envs[0]["NATS_TOKEN"]
-        writer = await nats.connect(nodes[0].url, token=token, allow_reconnect=False)
-        reader = await nats.connect(nodes[2].url, token=token, allow_reconnect=False)
+        tls = nats_certs.client_context()
+        writer = await nats.connect(_tls_url(nodes[0]), token=token, tls=tls, allow_reconnect=False)
+        reader = await nats.connect(_tls_url(nodes[2]), token=token, tls=tls, allow_reconnect=False)
         try:
             stream, replicas = tollgate_config.store.stream, tollgate_config.store.replicas
             events = [_event(i) for i in range(3)]
@@ -711,18 +1082,86 @@ async def test_nats_configs_form_a_jetstream_cluster(
             await reader.close()
 
 
+@contextlib.contextmanager
+def _nats_server(config: dict[str, Any], directory: Path) -> Iterator[Path]:
+    """nats-server on ``config`` for the duration of the block; yields its log file."""
+    directory.mkdir()
+    config_file, log_file = directory / "nats.json", directory / "nats.log"
+    config_file.write_text(json.dumps(config))
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [find_nats_server(), "-c", str(config_file)], stdout=subprocess.DEVNULL, stderr=log
+        )
+    try:
+        yield log_file
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _logged(log: Path, text: bytes) -> bool:
+    return text in log.read_bytes()
+
+
+@pytest.mark.parametrize("source", [_host_node_confs, _k8s_node_confs], ids=["hosts", "kubernetes"])
+async def test_nats_cluster_admits_only_routes_that_log_in(
+    source: Callable[[NatsCerts], NodeConfs], tmp_path: Path, nats_certs: NatsCerts
+) -> None:
+    """Another nats-server dials a node's route port, as any pod that reaches 6222 could. With
+    the route credentials and a certificate of the CA it joins; with no password, a wrong one,
+    or no TLS it is refused, although it holds a valid certificate (or the password)."""
+    confs, envs = source(nats_certs)
+    (tmp_path / "cluster").mkdir()
+    with running_cluster(confs, envs, tmp_path / "cluster") as nodes:
+        authorization = confs[0]["cluster"]["authorization"]
+        user, password = authorization["user"], envs[0][authorization["password"]]
+        target = f"127.0.0.1:{nodes[0].route_port}"
+        tls = confs[0]["cluster"]["tls"]
+        dialers = {
+            "member": (f"nats-route://{user}:{password}@{target}", tls),
+            "no-password": (f"nats-route://{target}", tls),
+            "wrong-password": (f"nats-route://{user}:not-{password}@{target}", tls),
+            "plaintext": (f"nats-route://{user}:{password}@{target}", None),
+        }
+        with contextlib.ExitStack() as stack:
+            logs = {}
+            for name, (route, route_tls) in dialers.items():
+                cluster = {"name": confs[0]["cluster"]["name"], "listen": "127.0.0.1:-1"}
+                cluster["routes"] = [route]
+                if route_tls is not None:
+                    cluster["tls"] = route_tls
+                config = {"server_name": name, "listen": "127.0.0.1:-1", "cluster": cluster}
+                logs[name] = stack.enter_context(_nats_server(config, tmp_path / name))
+
+            await _until(lambda: "member" in _route_names(nodes[0]), "the member did not join")
+            for log in (logs["no-password"], logs["wrong-password"]):
+                await _until(
+                    functools.partial(_logged, log, b"Authorization Violation"),
+                    f"{log.parent.name}: no authorization error",
+                )
+            # The node hangs up on a route that does not start TLS: only its own log says why.
+            await _until(
+                lambda: b"TLS route handshake error" in nodes[0].log, "plaintext: no TLS error"
+            )
+            assert _route_names(nodes[0]) & set(dialers) == {"member"}
+
+
 async def test_sidecar_serves_with_the_configmap_config_on_the_cluster(
-    tollgate_config: Config, tmp_path: Path
+    tollgate_config: Config, tmp_path: Path, nats_certs: NatsCerts
 ) -> None:
     """The ConfigMap's config, run by the real sidecar on the Kubernetes NATS config: the probes'
     endpoints answer on the admin listener and the owner-only socket serves. Only what ties it
     to the pod changes: paths move to a temporary directory, the admin listener and the NATS
-    servers to loopback."""
-    confs, envs = _k8s_node_confs()
+    servers to loopback, and the CA file to the test's CA."""
+    confs, envs = _k8s_node_confs(nats_certs)
     run_dir = Path(tempfile.mkdtemp(prefix="tg-", dir="/tmp"))  # short: a socket path
     try:
         with running_cluster(confs, envs, tmp_path) as nodes:
-            await _until(lambda: _meta_cluster_formed(nodes))
+            await _until(_cluster_formed(nodes), "the cluster did not form")
             admin_port = _free_port()
             replace = msgspec.structs.replace
             config = replace(
@@ -737,7 +1176,11 @@ async def test_sidecar_serves_with_the_configmap_config_on_the_cluster(
                     path=str(run_dir / "events.db"),
                     checkpoint=str(run_dir / "events.db.projections"),
                 ),
-                nats=replace(tollgate_config.nats, servers=[n.url for n in nodes]),
+                nats=replace(
+                    tollgate_config.nats,
+                    servers=[_tls_url(n) for n in nodes],
+                    tls_ca_file=str(nats_certs.ca_file),
+                ),
             )
             assert config.nats.token_env is not None
             environ = {

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from events import (
     AttemptSucceeded,
     DroppedCandidate,
     Event,
+    EventBase,
     EventStore,
     FallbackTaken,
     RequestCompleted,
@@ -457,6 +459,32 @@ class StoreConformance:
         with pytest.raises(StoreClosedError):
             await store.submit([fallback()])
         await store.aclose()  # idempotent
+
+    async def test_reads_after_close_raise(self, open_store: StoreOpener) -> None:
+        async with open_store() as store:
+            await store.append([fallback()])
+        with pytest.raises(StoreClosedError):
+            await store.read()
+        with pytest.raises(StoreClosedError):
+            await store.read_request("req-1")
+        with pytest.raises(StoreClosedError):
+            await store.last_seq()
+        assert [s async for s in store.tail()] == []
+
+    async def test_refuses_bad_input_and_keeps_serving(self, open_store: StoreOpener) -> None:
+        class Stray(EventBase, frozen=True, tag="stray.v1"):
+            pass
+
+        async with open_store() as store:
+            # Only members of the union could be decoded again, so only they are stored.
+            with pytest.raises(TypeError, match="Stray"):
+                await store.append([Stray(**envelope())])  # type: ignore[list-item]
+            with pytest.raises(ValueError, match="ts_ns"):
+                await store.append([msgspec.structs.replace(fallback(), ts_ns=2**63)])
+            with pytest.raises(ValueError, match="limit"):
+                await store.read(0, -1)
+            # Bad input is refused before it reaches the writer: the store still works.
+            assert await store.append([fallback()]) == [1]
 
     async def test_retry_after_a_cancelled_append_stores_the_event_once(
         self, open_store: StoreOpener

@@ -6,111 +6,41 @@ stepping down."""
 from __future__ import annotations
 
 import contextlib
-import itertools
-import re
 import shutil
-import socket
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import anyio
-import nats
 import pytest
+from jetstream_helpers import connect, reservation, stream_logs
 from nats.aio.client import Client
-from nats_server import find_nats_server
-from store_conformance import NewLog, StoreConformance, StoreOpener, assert_log, fallback
-from test_jetstream_store import reservation
+from nats_server import NatsServer, free_ports
+from store_conformance import NewLog, StoreConformance, assert_log, fallback
 
-from events import EventStore, HoldConflictError, open_jetstream_store
-
-_CLIENT = re.compile(rb"Listening for client connections on [\d.]+:(\d+)")
-_names = itertools.count()
-
-
-class _Node:
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
-        self.log = bytearray()
-        self.port = -1
-        self.reader: threading.Thread | None = None
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from events import HoldConflictError, open_jetstream_store
 
 
 @contextlib.contextmanager
 def three_node_cluster() -> Iterator[list[str]]:
     """Three nats-server processes with JetStream, routed to each other on loopback."""
     workdir = Path(tempfile.mkdtemp(prefix="tg-jsc-"))
-    routes = _free_ports(3)
-    nodes: list[_Node] = []
+    # A clustered server needs its peers' route ports before it starts.
+    routes = free_ports(3)
     try:
-        for i in range(3):
-            args = [
-                find_nats_server(),
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                "-1",
-                "-sd",
-                str(workdir / f"n{i}"),
-                "--server_name",
-                f"n{i}",
-                "--cluster_name",
-                "tollgate-test",
-                "--cluster",
-                f"nats://127.0.0.1:{routes[i]}",
-                "--routes",
-                ",".join(f"nats://127.0.0.1:{p}" for j, p in enumerate(routes) if j != i),
-            ]
-            node = _Node(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-            nodes.append(node)
-
-            def read(node: _Node = node) -> None:
-                assert node.process.stderr is not None
-                for line in node.process.stderr:
-                    node.log += line
-                    if match := _CLIENT.search(line):
-                        node.port = int(match.group(1))
-
-            node.reader = threading.Thread(target=read, daemon=True)
-            node.reader.start()
-        deadline = time.monotonic() + 20
-        while any(n.port < 0 for n in nodes) or not all(
-            b"JetStream cluster" in n.log or b"Server is ready" in n.log for n in nodes
-        ):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not start")
-            time.sleep(0.05)
-        yield [f"nats://127.0.0.1:{n.port}" for n in nodes]
+        with contextlib.ExitStack() as stack:
+            servers: list[NatsServer] = []
+            for i, port in enumerate(routes):
+                peers = ",".join(f"nats://127.0.0.1:{p}" for p in routes if p != port)
+                name = ("--server_name", f"n{i}", "--cluster_name", "tollgate-test")
+                route = ("--cluster", f"nats://127.0.0.1:{port}", "--routes", peers)
+                server = NatsServer(workdir / f"n{i}", extra_args=(*name, *route))
+                stack.callback(server.stop)
+                # Ready without its peers: the JetStream meta group forms once all have started.
+                server.start()
+                servers.append(server)
+            yield [server.url for server in servers]
     finally:
-        for node in nodes:
-            node.process.terminate()
-        for node in nodes:
-            try:
-                node.process.wait(10)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait()
-            if node.reader is not None:
-                node.reader.join(5)
-            assert node.process.stderr is not None
-            node.process.stderr.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -120,13 +50,9 @@ def cluster() -> Iterator[list[str]]:
         yield urls
 
 
-async def _connect(urls: list[str]) -> Client:
-    return await nats.connect(servers=urls, max_reconnect_attempts=-1, reconnect_time_wait=0.05)
-
-
 @pytest.fixture
 async def nc(cluster: list[str]) -> AsyncIterator[Client]:
-    client = await _connect(cluster)
+    client = await connect(cluster)
     try:
         # The meta leader may still be being elected: wait until streams can be created.
         with anyio.fail_after(30):
@@ -143,18 +69,7 @@ async def nc(cluster: list[str]) -> AsyncIterator[Client]:
 
 @pytest.fixture
 def new_log(nc: Client) -> NewLog:
-    def new() -> StoreOpener:
-        n = next(_names)
-        stream, prefix = f"CLUSTER{n}", f"cluster{n}.ev"
-
-        def opener(**options: Any) -> AbstractAsyncContextManager[EventStore]:
-            return open_jetstream_store(
-                nc, stream=stream, subject_prefix=prefix, replicas=3, **options
-            )
-
-        return opener
-
-    return new
+    return stream_logs(nc, replicas=3)
 
 
 class TestJetStreamClusterConformance(StoreConformance):

@@ -222,20 +222,24 @@ class Flow:
         ]
         return self
 
+    def settle(self, cost: int = 0, *, model: str = "alpha", final: bool = True) -> Flow:
+        self.events.append(
+            CostSettled(
+                **self.env(0),
+                reservation_id=self.request_id,
+                attempt=max(self.attempt, 1),
+                model=model,
+                provider=MODELS[model],
+                usage=TokenUsage(input_tokens=1),
+                cost_micros=cost,
+                final=final,
+            )
+        )
+        return self
+
     def give_up(self, error_type: str = "all_candidates_failed", *, settle: bool = True) -> Flow:
         if settle:
-            self.events.append(
-                CostSettled(
-                    **self.env(0),
-                    reservation_id=self.request_id,
-                    attempt=max(self.attempt, 1),
-                    model="alpha",
-                    provider="primary",
-                    usage=TokenUsage(),
-                    cost_micros=0,
-                    final=True,
-                )
-            )
+            self.settle(0)
         self.events.append(
             RequestFailed(
                 **self.env(1),
@@ -276,14 +280,22 @@ def flows(draw: st.DrawFn, index: int) -> list[Event]:
             flow.escalate(models[i])
         flow.fail(models[i], draw(st.sampled_from(["server_error", "timeout"])), then=models[i + 1])
         flow.top_up(models[i + 1])
-    ending = draw(st.sampled_from(["served", "failed", "crashed"]))
+    ending = draw(st.sampled_from(["served", "failed", "crashed", "late"]))
     last = models[fallbacks]
     if ending == "served":
         flow.succeed(last, tokens=(draw(st.integers(0, 500)), draw(st.integers(0, 500))))
     elif ending == "failed":
         flow.give_up()
-    else:
+    elif ending == "crashed":
         flow.expire(draw(st.integers(0, 2000)))  # the sidecar died: no terminal event
+    else:
+        # Expired while the call was slow, then settled late (an overrun is possible).
+        # Each settlement is another attempt's: an attempt settles once.
+        flow.expire(draw(st.integers(0, 2000)))
+        flow.attempt += 1
+        flow.settle(draw(st.integers(0, 3000)), model=last, final=False)
+        flow.attempt += 1
+        flow.settle(draw(st.integers(0, 3000)), model=last)
     return flow.events
 
 

@@ -19,7 +19,14 @@ from events import (
     open_sqlite_store,
     read_log,
 )
-from projections import AlertPolicy, ProjectionRunner, Projections, alert_events
+from projections import (
+    AlertPolicy,
+    BudgetBook,
+    BudgetSpec,
+    ProjectionRunner,
+    Projections,
+    alert_events,
+)
 
 
 def make_projections() -> Projections:
@@ -47,7 +54,10 @@ async def test_the_runner_catches_up_tails_and_appends_alerts_once(
 ) -> None:
     await store.append(Flow("before").received().reserve("alpha").succeed("alpha").events)
     checkpoint = str(tmp_path / "p.ckpt")
-    runner = ProjectionRunner(store, make_projections(), checkpoint_path=checkpoint)
+    # The flows' events are dated 2026-11-22: announce whatever their age.
+    runner = ProjectionRunner(
+        store, make_projections(), checkpoint_path=checkpoint, announce_horizon_s=10**10
+    )
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(runner.run)
         seqs = await store.append(breaker_trip("during"))
@@ -79,7 +89,7 @@ async def test_a_restart_continues_from_the_checkpoint_to_the_rebuilt_state(
     for round_ in range(3):
         await store.append(Flow(f"r{round_}").received().reserve("alpha").succeed("beta").events)
         runner = ProjectionRunner(store, make_projections(), checkpoint_path=checkpoint)
-        runner.load_checkpoint()
+        await runner.load_checkpoint()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(runner.run)
             with anyio.fail_after(5):
@@ -98,7 +108,7 @@ async def test_a_torn_checkpoint_means_a_rebuild(store: EventStore, tmp_path: Pa
     checkpoint = tmp_path / "p.ckpt"
     checkpoint.write_bytes(b"\x93not a checkpoint")
     runner = ProjectionRunner(store, make_projections(), checkpoint_path=str(checkpoint))
-    runner.load_checkpoint()
+    await runner.load_checkpoint()
     assert runner.position == 0
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(runner.run)
@@ -117,3 +127,49 @@ def test_an_event_seen_twice_is_folded_once() -> None:
     assert any(first) and not any(again)
     [(_, total)] = projections.usage.query(by=())
     assert total.requests == 1
+
+
+async def test_old_alerts_are_folded_but_not_announced_again(store: EventStore) -> None:
+    await store.append(breaker_trip("long-ago"))  # dated 2026-11-22 23:00
+    runner = ProjectionRunner(
+        store, make_projections(), checkpoint_path=None, announce_horizon_s=-(10**10)
+    )
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(runner.run)
+        with anyio.fail_after(5):
+            await runner.wait_for(await store.last_seq())
+        tasks.cancel_scope.cancel()
+    assert [a.alert for a in runner.projections.alerts.active()] == ["breaker_open"]
+    assert not any(isinstance(s.event, AlertRaised) for s in await store.read(0, 1000))
+
+
+async def test_a_checkpoint_of_another_log_is_not_continued(
+    store: EventStore, tmp_path: Path
+) -> None:
+    other = make_projections()
+    for i, e in enumerate(Flow("elsewhere").received().reserve("alpha").succeed("alpha").events):
+        other.apply(StoredEvent(i + 1, e))
+    checkpoint = tmp_path / "p.ckpt"
+    checkpoint.write_bytes(other.checkpoint())
+    await store.append(Flow("here").received().reserve("alpha").succeed("beta").events)
+    runner = ProjectionRunner(store, make_projections(), checkpoint_path=str(checkpoint))
+    await runner.load_checkpoint()
+    assert runner.position == 0  # not continued: the rebuild starts from the first event
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(runner.run)
+        with anyio.fail_after(5):
+            await runner.wait_for(await store.last_seq())
+        tasks.cancel_scope.cancel()
+    rows = runner.projections.usage.query(by=("model",))
+    assert [(g["model"], r.requests) for g, r in rows] == [("beta", 1)]
+
+
+def test_a_restored_book_takes_its_limits_from_todays_config() -> None:
+    before = [BudgetSpec(name="all", scope="global", period="day", limit_micros=1000)]
+    after = [BudgetSpec(name="all", scope="global", period="day", limit_micros=5000)]
+    book = BudgetBook(before)
+    for e in Flow("r").received().reserve("alpha", amount=100).succeed("alpha", cost=60).events:
+        book.apply(e)
+    restored = BudgetBook.from_book_state(after, book.book_state())
+    [state] = restored.snapshot().budgets
+    assert (state.limit_micros, state.spent_micros) == (5000, 60)

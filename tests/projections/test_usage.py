@@ -23,7 +23,7 @@ from events import (
     RetryScheduled,
     StoredEvent,
 )
-from projections import UsageFilter, UsageView
+from projections import BudgetBook, UsageFilter, UsageView
 
 
 def fold(log: list[StoredEvent]) -> UsageView:
@@ -59,10 +59,19 @@ def test_totals_equal_sums_over_the_raw_events(log: list[StoredEvent]) -> None:
         e.usage.cached_input_tokens  # type: ignore[attr-defined]
         for e in settled
     )
-    assert total.cost_micros == sum(e.cost_micros for e in settled) + sum(  # type: ignore[attr-defined]
-        e.counted_micros  # type: ignore[attr-defined]
-        for e in of(log, BudgetReservationExpired)
-    )
+    # Cost is what the budget book counts as spent: settlements, plus expired holds that no
+    # late settlement replaced.
+    book = BudgetBook([])
+    for stored in log:
+        book.apply(stored.event)
+    assert total.cost_micros == sum(b.spent_micros for b in book.snapshot().budgets)
+    expired = of(log, BudgetReservationExpired)
+    late = {e.reservation_id for e in settled} & {e.reservation_id for e in expired}  # type: ignore[attr-defined]
+    if not late:
+        assert total.cost_micros == sum(e.cost_micros for e in settled) + sum(  # type: ignore[attr-defined]
+            e.counted_micros  # type: ignore[attr-defined]
+            for e in expired
+        )
     assert total.latency.count == total.requests
 
 
@@ -144,3 +153,18 @@ def test_filters_and_days() -> None:
     assert view.query(UsageFilter(tenant="nobody"), by=()) == []
     [(_, acme)] = view.query(UsageFilter(tenant="acme", until="2026-11-22"), by=())
     assert acme.requests == 1
+
+
+def test_an_expiry_is_charged_to_its_request_until_a_late_settlement_replaces_it() -> None:
+    flow = Flow("r1", tenant="acme", task="code").received().reserve("beta")
+    # The sweeper's event carries no tenant or task.
+    env = {**flow.env(60_000), "tenant": "", "task": ""}
+    flow.events.append(BudgetReservationExpired(**env, reservation_id="r1", counted_micros=500))
+    view = fold([StoredEvent(i, e) for i, e in enumerate(flow.events, 1)])
+    [(group, row)] = view.query(by=("tenant", "task", "model"))
+    assert (group, row.cost_micros) == ({"tenant": "acme", "task": "code", "model": "beta"}, 500)
+    flow.attempt = 1
+    flow.settle(300, model="beta")
+    view = fold([StoredEvent(i, e) for i, e in enumerate(flow.events, 1)])
+    [(_, total)] = view.query(by=())
+    assert total.cost_micros == 300

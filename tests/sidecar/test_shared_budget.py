@@ -23,7 +23,7 @@ import msgspec
 import nats
 import pytest
 from aiohttp import web
-from anyio.abc import Process
+from anyio.abc import Process, TaskGroup
 from e2e_helpers import config_text, make_config
 from nats.aio.client import Client
 from nats_server import NatsServer
@@ -59,9 +59,20 @@ STREAM = "TOLLGATE"
 
 
 class Cluster:
-    """Three sidecars on one stream, each in its own directory with its own socket."""
+    """Three sidecars on one stream and one global budget of ``limit_micros`` a day, each in its
+    own directory with its own socket."""
 
-    def __init__(self, root: Path, fake: FakeServer, nats_url: str, **options: Any) -> None:
+    def __init__(
+        self,
+        root: Path,
+        fake: FakeServer,
+        nats_url: str,
+        *,
+        limit_micros: int,
+        deadline_s: float,
+        grace_s: float,
+        shutdown_grace_s: float = 10,
+    ) -> None:
         self.configs: list[Path] = []
         self.sockets: list[Path] = []
         for name in ("a", "b", "c"):
@@ -69,11 +80,10 @@ class Cluster:
             directory.mkdir()
             text = config_text(
                 fake.base_url,
-                budgets=options["budgets"],
-                route_extra=f"deadline_s = {options['deadline_s']}",
+                budgets=global_budget(limit_micros),
+                route_extra=f"deadline_s = {deadline_s}",
                 server_extra=(
-                    f"reservation_grace_s = {options['grace_s']}\n"
-                    f"shutdown_grace_s = {options.get('shutdown_grace_s', 10)}"
+                    f"reservation_grace_s = {grace_s}\nshutdown_grace_s = {shutdown_grace_s}"
                 ),
             )
             store = '[store]\npath = "events.db"'
@@ -93,7 +103,12 @@ class Cluster:
         self.processes: list[Process] = []
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[list[Process]]:
+    async def running(self) -> AsyncIterator[Load]:
+        """Start the sidecars, wait until each answers, and yield a load over their sockets.
+
+        On exit the load's connections close and any sidecar still running is killed.
+        """
+        load = Load(self.sockets)
         try:
             for config in self.configs:
                 # The log goes to a file: a pipe nobody reads would block the sidecar once full.
@@ -114,12 +129,13 @@ class Cluster:
                             break
                         except (aiohttp.ClientError, OSError):
                             await anyio.sleep(0.05)
-            yield self.processes
+            yield load
         finally:
             for process in self.processes:
                 if process.returncode is None:
                     process.kill()
                     await process.wait()
+            await load.aclose()
 
     async def stop(self, indexes: Sequence[int] = (0, 1, 2)) -> None:
         """SIGTERM: requests in flight end (typed), the store flushes, the process exits 0."""
@@ -147,6 +163,11 @@ class Load:
         # (sidecar, HTTP status, error type or None, request id or None) per finished request.
         self.outcomes: list[tuple[int, int, str | None, str | None]] = []
         self.broken: list[int] = []  # sidecars whose connection broke under a request
+
+    def start(self, tg: TaskGroup, count: int, sidecars: Sequence[int] = (0, 1, 2)) -> None:
+        """Start ``count`` requests in ``tg``, spread over ``sidecars`` in turn."""
+        for i in range(count):
+            tg.start_soon(self.one, sidecars[i % len(sidecars)])
 
     async def one(self, sidecar: int) -> None:
         session = self.sessions[sidecar]
@@ -240,6 +261,14 @@ def assert_never_over(log: Sequence[StoredEvent], config: Path) -> BudgetBook:
     return book
 
 
+def assert_all_released(log: Sequence[StoredEvent], config: Path, limit_micros: int) -> None:
+    """Never over the limit (see assert_never_over), and at the end nothing is held."""
+    book = assert_never_over(log, config)
+    [budget] = book.snapshot().budgets
+    assert budget.reserved_micros == 0
+    assert budget.spent_micros <= limit_micros
+
+
 def closed_reservations(log: Sequence[StoredEvent]) -> set[str]:
     return {
         s.event.reservation_id for s in log if isinstance(s.event, CostSettled) and s.event.final
@@ -256,50 +285,42 @@ async def test_three_sidecars_admit_exactly_what_the_shared_budget_allows(
         short_dir,
         fake,
         nats_server.url,
-        budgets=global_budget(limit),
+        limit_micros=limit,
         deadline_s=60,
         grace_s=60,
         shutdown_grace_s=0.2,
     )
     # The provider holds every admitted call: all the refusals happen while they hold.
     await fake.control.set_model("alpha-1", ModelBehaviour(ttft_s=60))
-    load = Load(cluster.sockets)
-    try:
-        async with cluster.running(), anyio.create_task_group() as clients:
-            for i in range(requests):
-                clients.start_soon(load.one, i % 3)
-            # Every request is answered or held at the provider.
-            with anyio.move_on_after(40):
-                while len(load.outcomes) + (await fake.control.stats()).requests < requests:  # noqa: ASYNC110
-                    await anyio.sleep(0.1)
-            at_provider = (await fake.control.stats()).requests
-            assert (len(load.outcomes), len(load.broken), at_provider) == (
-                requests - admitted,
-                0,
-                admitted,
-            )
-            assert {(status, error) for _, status, error, _ in load.outcomes} == {
-                (429, "budget_exceeded")
-            }
-            # Every sidecar took requests; the refusals came from all three.
-            assert {sidecar for sidecar, *_ in load.outcomes} == {0, 1, 2}
-            # Stop them: the held calls get 0.2 s, then end as cancelled and release their
-            # holds. (0 would mean no limit: aiohttp waits forever on a zero shutdown timeout.)
-            await cluster.stop()
-            clients.cancel_scope.cancel()
-    finally:
-        await load.aclose()
+    async with cluster.running() as load, anyio.create_task_group() as clients:
+        load.start(clients, requests)
+        # Every request is answered or held at the provider.
+        with anyio.move_on_after(40):
+            while len(load.outcomes) + (await fake.control.stats()).requests < requests:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        at_provider = (await fake.control.stats()).requests
+        assert (len(load.outcomes), len(load.broken), at_provider) == (
+            requests - admitted,
+            0,
+            admitted,
+        )
+        assert {(status, error) for _, status, error, _ in load.outcomes} == {
+            (429, "budget_exceeded")
+        }
+        # Every sidecar took requests; the refusals came from all three.
+        assert {sidecar for sidecar, *_ in load.outcomes} == {0, 1, 2}
+        # Stop them: the held calls get 0.2 s, then end as cancelled and release their
+        # holds. (0 would mean no limit: aiohttp waits forever on a zero shutdown timeout.)
+        await cluster.stop()
+        clients.cancel_scope.cancel()
     log = await read_stream(nc)
-    book = assert_never_over(log, cluster.configs[0])
     reservations = [s.event for s in log if isinstance(s.event, BudgetReserved)]
     assert len(reservations) == admitted == limit // hold
     assert all(r.amount_micros == hold for r in reservations)
     assert sum(isinstance(s.event, BudgetRefused) for s in log) == requests - admitted
     # Every hold was released when its request ended: nothing is left reserved.
     assert closed_reservations(log) == {r.reservation_id for r in reservations}
-    [budget] = book.snapshot().budgets
-    assert budget.reserved_micros == 0
-    assert budget.spent_micros <= limit
+    assert_all_released(log, cluster.configs[0], limit)
 
 
 async def test_a_sidecar_killed_mid_load_leaves_the_others_serving_and_its_holds_expire(
@@ -309,48 +330,37 @@ async def test_a_sidecar_killed_mid_load_leaves_the_others_serving_and_its_holds
     hold = hold_of(short_dir, fake)
     limit = admitted * hold + hold // 2
     cluster = Cluster(
-        short_dir,
-        fake,
-        nats_server.url,
-        budgets=global_budget(limit),
-        deadline_s=4,
-        grace_s=0.5,
+        short_dir, fake, nats_server.url, limit_micros=limit, deadline_s=4, grace_s=0.5
     )
     await fake.control.set_model("alpha-1", ModelBehaviour(ttft_s=3))
-    load = Load(cluster.sockets)
-    try:
-        async with cluster.running() as processes:
-            async with anyio.create_task_group() as clients:
-                for i in range(wave):
-                    clients.start_soon(load.one, i % 3)
-                # Once the budget is all held, kill the sidecar holding most of it, with its
-                # calls in flight.
-                with anyio.fail_after(30):
-                    while len(reserved := reservations_by(await read_stream(nc))) < admitted:  # noqa: ASYNC110
-                        await anyio.sleep(0.05)
-                by_sidecar = [
-                    {r for r, h in reserved.items() if h == cluster.hashes[i]} for i in range(3)
-                ]
-                victim = max(range(3), key=lambda i: len(by_sidecar[i]))
-                dead = by_sidecar[victim]
-                survivors = [i for i in range(3) if i != victim]
-                processes[victim].send_signal(signal.SIGKILL)
-                await processes[victim].wait()
-                # The other two finish their share of the first wave...
-                with anyio.fail_after(30):
-                    while len([o for o in load.outcomes if o[0] != victim]) < wave * 2 // 3:  # noqa: ASYNC110
-                        await anyio.sleep(0.05)
-                # ... and serve a second wave, on what their settled calls left of the budget.
-                second = len(load.outcomes)
-                for i in range(wave):
-                    clients.start_soon(load.one, survivors[i % 2])
-            # The dead sidecar's holds expire by policy (deadline + grace), swept by the others.
+    async with cluster.running() as load:
+        async with anyio.create_task_group() as clients:
+            load.start(clients, wave)
+            # Once the budget is all held, kill the sidecar holding most of it, with its
+            # calls in flight.
             with anyio.fail_after(30):
-                while not dead <= closed_reservations(await read_stream(nc)):  # noqa: ASYNC110
-                    await anyio.sleep(0.2)
-            await cluster.stop(survivors)
-    finally:
-        await load.aclose()
+                while len(reserved := reservations_by(await read_stream(nc))) < admitted:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            by_sidecar = [
+                {r for r, h in reserved.items() if h == cluster.hashes[i]} for i in range(3)
+            ]
+            victim = max(range(3), key=lambda i: len(by_sidecar[i]))
+            dead = by_sidecar[victim]
+            survivors = [i for i in range(3) if i != victim]
+            cluster.processes[victim].send_signal(signal.SIGKILL)
+            await cluster.processes[victim].wait()
+            # The other two finish their share of the first wave...
+            with anyio.fail_after(30):
+                while len([o for o in load.outcomes if o[0] != victim]) < wave * 2 // 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            # ... and serve a second wave, on what their settled calls left of the budget.
+            second = len(load.outcomes)
+            load.start(clients, wave, survivors)
+        # The dead sidecar's holds expire by policy (deadline + grace), swept by the others.
+        with anyio.fail_after(30):
+            while not dead <= closed_reservations(await read_stream(nc)):  # noqa: ASYNC110
+                await anyio.sleep(0.2)
+        await cluster.stop(survivors)
     mine = [o for o in load.outcomes if o[0] != victim]
     assert len(mine) == wave * 2 // 3 + wave
     assert not [b for b in load.broken if b != victim]
@@ -368,10 +378,7 @@ async def test_a_sidecar_killed_mid_load_leaves_the_others_serving_and_its_holds
     assert {e.config_hash for e in expiries} <= {cluster.hashes[i] for i in survivors}
     # The survivors' own requests settled (none of theirs had to expire).
     assert closed_reservations(log) == set(reservations_by(log))
-    book = assert_never_over(log, cluster.configs[survivors[0]])
-    [budget] = book.snapshot().budgets
-    assert budget.reserved_micros == 0
-    assert budget.spent_micros <= limit
+    assert_all_released(log, cluster.configs[survivors[0]], limit)
 
 
 def reservations_by(log: Sequence[StoredEvent]) -> dict[str, str]:
@@ -390,37 +397,26 @@ async def test_nats_restarted_mid_load_loses_nothing_acknowledged(
     hold = hold_of(short_dir, fake)
     limit = 10_000 * hold  # every request fits: this test is about the restart
     cluster = Cluster(
-        short_dir,
-        fake,
-        nats_server.url,
-        budgets=global_budget(limit),
-        deadline_s=30,
-        grace_s=30,
+        short_dir, fake, nats_server.url, limit_micros=limit, deadline_s=30, grace_s=30
     )
     await fake.control.set_model("alpha-1", ModelBehaviour(ttft_s=0.5))
-    load = Load(cluster.sockets)
-    try:
-        async with cluster.running(), anyio.create_task_group() as clients:
-            for i in range(per_wave):
-                clients.start_soon(load.one, i % 3)
-            with anyio.fail_after(30):
-                while (await fake.control.stats()).requests < per_wave // 2:  # noqa: ASYNC110
-                    await anyio.sleep(0.05)
-            # What the stream holds right before the restart: all of it must survive.
-            before = await read_stream(nc)
-            assert before
-            await anyio.to_thread.run_sync(nats_server.stop)
-            # More requests while the server is down (their holds wait for it) and after.
-            for i in range(per_wave):
-                clients.start_soon(load.one, i % 3)
-            await anyio.sleep(1)
-            await anyio.to_thread.run_sync(nats_server.start)
-            with anyio.fail_after(40):
-                while len(load.outcomes) + len(load.broken) < 2 * per_wave:  # noqa: ASYNC110
-                    await anyio.sleep(0.1)
-            await cluster.stop()
-    finally:
-        await load.aclose()
+    async with cluster.running() as load, anyio.create_task_group() as clients:
+        load.start(clients, per_wave)
+        with anyio.fail_after(30):
+            while (await fake.control.stats()).requests < per_wave // 2:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        # What the stream holds right before the restart: all of it must survive.
+        before = await read_stream(nc)
+        assert before
+        await anyio.to_thread.run_sync(nats_server.stop)
+        # More requests while the server is down (their holds wait for it) and after.
+        load.start(clients, per_wave)
+        await anyio.sleep(1)
+        await anyio.to_thread.run_sync(nats_server.start)
+        with anyio.fail_after(40):
+            while len(load.outcomes) + len(load.broken) < 2 * per_wave:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        await cluster.stop()
     # Each sidecar lost NATS and reconnected.
     for config in cluster.configs:
         text = (config.parent / "sidecar.log").read_text()
