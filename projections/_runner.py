@@ -45,6 +45,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION: Final = 2
+FORGET_EVERY: Final = 10_000
+FORGET_AFTER_NS: Final = 86_400 * 10**9
 
 
 class ProjectionsState(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +104,10 @@ class Projections:
         self.usage.apply(event)
         self.totals.apply(event)
         changes = self.alerts.apply(event, self.budgets)
+        if stored.seq % FORGET_EVERY == 0:
+            # Bounded memory (and checkpoints): closed reservations are remembered only to
+            # ignore late copies of their events. Event time, so a rebuild forgets alike.
+            self.budgets.forget(event.ts_ns - FORGET_AFTER_NS)
         if stored.seq == 1:
             self.origin = event.event_id
         self.position = stored.seq

@@ -95,6 +95,7 @@ def _open_store(
 
 
 SWEEP_INTERVAL_S = 1.0
+FORGET_AFTER_NS = 86_400 * 10**9
 
 
 @contextlib.asynccontextmanager
@@ -136,9 +137,13 @@ async def _sweeping(boundary: CostBoundary, store: EventStore, digest: str) -> A
 
     async def sweep() -> None:
         while True:
-            events = boundary.expire_due(time.time_ns(), digest)
+            now = time.time_ns()
+            events = boundary.expire_due(now, digest)
             if events:
                 await store.append(events)
+            # Closed reservations are remembered only to ignore a late copy of their events;
+            # a day is far past any redelivery, so memory stays bounded.
+            boundary.book.forget(now - FORGET_AFTER_NS)
             await anyio.sleep(SWEEP_INTERVAL_S)
 
     async with anyio.create_task_group() as tasks:

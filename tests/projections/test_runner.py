@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-from flows import Flow
+from flows import T0, Flow
 
 from events import (
     AlertRaised,
@@ -173,3 +173,19 @@ def test_a_restored_book_takes_its_limits_from_todays_config() -> None:
     restored = BudgetBook.from_book_state(after, book.book_state())
     [state] = restored.snapshot().budgets
     assert (state.limit_micros, state.spent_micros) == (5000, 60)
+
+
+def test_closed_reservations_are_forgotten_a_day_later_by_event_time() -> None:
+    projections = make_projections()
+    seq = 0
+    for name in ("a", "b", "c"):
+        for e in Flow(name).received().reserve("alpha").succeed("alpha").events:
+            seq += 1
+            projections.apply(StoredEvent(seq, e))
+    assert len(projections.budgets.book_state().closed) == 3
+    before = projections.budgets.snapshot()
+    # Every 10,000th event, reservations closed over a day before it are dropped.
+    later = Flow("d", ts_ns=T0 + 2 * 86_400 * 10**9).received().events[0]
+    projections.apply(StoredEvent(10_000, later))
+    assert projections.budgets.book_state().closed == []
+    assert projections.budgets.snapshot() == before
