@@ -3,32 +3,39 @@ reasons and errors, and the request as it reaches the wire (read back from the f
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import msgspec
 import pytest
-from adapter_helpers import MESSAGES, TOOLS, collect, failure, finishes, text_of
+from adapter_helpers import (
+    TOOLS,
+    chat_request,
+    closing,
+    collect,
+    failure,
+    failure_after,
+    finishes,
+    last_body,
+    reports,
+    text_of,
+)
 
 from adapters import (
     AudioPart,
     ChatRequest,
-    Chunk,
     ErrorClass,
     Finish,
     ImagePart,
     ImageURL,
     Message,
     OpenAIAdapter,
-    ProviderError,
     TextDelta,
     TextPart,
     ToolCall,
     ToolCallDelta,
     ToolCallFunction,
-    UsageReport,
 )
 from adapters._anthropic import AnthropicAdapter
 from adapters.fakes import (
@@ -56,34 +63,15 @@ async def fake() -> AsyncIterator[FakeServer]:
 
 @pytest.fixture
 async def adapter(fake: FakeServer) -> AsyncIterator[AnthropicAdapter]:
-    adapter = AnthropicAdapter("anthropic", base_url=fake.base_url, api_key=KEY)
-    yield adapter
-    await adapter.aclose()
+    built = AnthropicAdapter("anthropic", base_url=fake.base_url, api_key=KEY)
+    async with closing(built) as adapter:
+        yield adapter
 
 
 def request(
-    stream: bool,
-    max_tokens: int = 64,
-    messages: list[Message] | None = None,
-    **params: Any,
+    stream: bool, max_tokens: int = 64, messages: list[Message] | None = None, **params: Any
 ) -> ChatRequest:
-    return ChatRequest(
-        model=MODEL,
-        messages=messages or MESSAGES,
-        max_tokens=max_tokens,
-        stream=stream,
-        params=params,
-    )
-
-
-def usage_reports(chunks: list[Chunk]) -> list[UsageReport]:
-    return [c for c in chunks if isinstance(c, UsageReport)]
-
-
-async def last_body(fake: FakeServer) -> dict[str, Any]:
-    body = (await fake.control.requests(MODEL))[-1].body_json()
-    assert isinstance(body, dict)
-    return body
+    return chat_request(MODEL, stream, max_tokens, messages, **params)
 
 
 # -- successful answers -----------------------------------------------------------------------
@@ -131,7 +119,7 @@ async def test_answers_normalize(
     chunks = await collect(adapter, request(stream, **req_kw))
     assert len(text_of(chunks).split()) == words
     assert finishes(chunks) == [finish]
-    [report] = usage_reports(chunks)
+    [report] = reports(chunks)
     assert chunks[-1] == report  # usage comes last, after the finish
     usage = report.usage
     reasoning = behaviour.get("reasoning_tokens", 0)
@@ -144,7 +132,7 @@ async def test_answers_normalize(
         assert usage.input_tokens > usage.cache_write_tokens + usage.cached_input_tokens
     else:
         assert usage.cache_write_tokens == 0
-    assert usage.input_tokens == await count_tokens(fake, await last_body(fake))
+    assert usage.input_tokens == await count_tokens(fake, await last_body(fake, MODEL))
     if stream:
         assert sum(isinstance(c, TextDelta) for c in chunks) == words
 
@@ -192,7 +180,7 @@ async def test_streamed_and_whole_answers_agree(
     whole = await collect(adapter, request(False, **params))
     streamed = await collect(adapter, request(True, **params))
     assert text_of(whole) == text_of(streamed)
-    assert usage_reports(whole) == usage_reports(streamed)
+    assert reports(whole) == reports(streamed)
     assert finishes(whole) == finishes(streamed)
 
 
@@ -203,7 +191,7 @@ async def test_stop_sequence_cuts_the_answer(adapter: AnthropicAdapter, fake: Fa
     # Everything before the first occurrence, the sequence itself left out (as the API does).
     assert text_of(chunks) == full[: full.index(stop)]
     assert finishes(chunks) == [Finish("stop", raw="stop_sequence")]
-    assert (await last_body(fake))["stop_sequences"] == [stop]
+    assert (await last_body(fake, MODEL))["stop_sequences"] == [stop]
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -282,42 +270,16 @@ async def test_failures_after_the_headers_are_classified(
     code: str | None,
 ) -> None:
     await fake.control.set_model(MODEL, ModelBehaviour(faults=(fault,)))
-    received: list[Chunk] = []
-    with pytest.raises(ProviderError) as info:
-        async with await adapter.send(request(True)) as stream:
-            async for chunk in stream:
-                received.append(chunk)
-    assert info.value.error_class is expected
-    assert info.value.after_response
-    assert info.value.provider_code == code
+    error, received = await failure_after(adapter, request(True))
+    assert error.error_class is expected
+    assert error.after_response
+    assert error.provider_code == code
     if isinstance(fault, NoDoneFault):
         # The whole answer and its finish came; only the terminator (and so usage) is missing.
         assert finishes(received) == [Finish("stop", raw="end_turn")]
-        assert not usage_reports(received)
+        assert not reports(received)
     else:
         assert sum(isinstance(c, TextDelta) for c in received) == 2
-
-
-async def test_non_streaming_body_cut_short_is_a_server_error(
-    adapter: AnthropicAdapter, fake: FakeServer
-) -> None:
-    await fake.control.set_model(MODEL, ModelBehaviour(faults=(DropFault(),)))
-    error = await failure(adapter, request(False))
-    assert error.error_class is ErrorClass.SERVER_ERROR
-    assert error.after_response
-
-
-async def test_unreachable_provider_is_a_server_error() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    adapter = AnthropicAdapter("anthropic", base_url=f"http://127.0.0.1:{port}", api_key=KEY)
-    try:
-        error = await failure(adapter, request(False))
-    finally:
-        await adapter.aclose()
-    assert error.error_class is ErrorClass.SERVER_ERROR
-    assert error.status is None
 
 
 @pytest.mark.parametrize("version", [None, "2026-10-21"])
@@ -325,13 +287,11 @@ async def test_wrong_key_is_auth_and_the_key_is_never_in_errors_or_logs(
     fake: FakeServer, version: str | None
 ) -> None:
     wrong = "sk-ant-api03-WRONGKEY0123456789abcdef"
-    adapter = AnthropicAdapter(
+    wrong_adapter = AnthropicAdapter(
         "anthropic", base_url=fake.base_url, api_key=wrong, api_version=version
     )
-    try:
+    async with closing(wrong_adapter) as adapter:
         error = await failure(adapter, request(False))
-    finally:
-        await adapter.aclose()
     assert error.error_class is ErrorClass.AUTH
     assert error.status == 401
     logged = (await fake.control.requests(MODEL))[-1]
@@ -353,7 +313,7 @@ async def test_default_version_uses_x_api_key(adapter: AnthropicAdapter, fake: F
     await collect(adapter, request(False, temperature=0.3, top_p=0.9))
     logged = (await fake.control.requests(MODEL))[-1]
     assert logged.headers["anthropic-version"] == "2023-06-01"
-    body = await last_body(fake)
+    body = await last_body(fake, MODEL)
     assert body["temperature"] == 0.3
     assert body["top_p"] == 0.9
     assert body["max_tokens"] == 64
@@ -363,18 +323,16 @@ async def test_default_version_uses_x_api_key(adapter: AnthropicAdapter, fake: F
 async def test_new_version_uses_bearer_and_drops_sampling_params(
     fake: FakeServer,
 ) -> None:
-    adapter = AnthropicAdapter(
+    new = AnthropicAdapter(
         "anthropic", base_url=fake.base_url, api_key=KEY, api_version="2026-10-21"
     )
-    try:
+    async with closing(new) as adapter:
         # The fake rejects these on 2026-10-21, so a success proves they were left out.
         chunks = await collect(adapter, request(True, temperature=0.3, top_p=0.9, top_k=4))
-    finally:
-        await adapter.aclose()
     assert finishes(chunks) == [Finish("stop", raw="end_turn")]
     logged = (await fake.control.requests(MODEL))[-1]
     assert logged.headers["anthropic-version"] == "2026-10-21"
-    body = await last_body(fake)
+    body = await last_body(fake, MODEL)
     assert {"temperature", "top_p", "top_k"}.isdisjoint(body)
 
 
@@ -409,7 +367,7 @@ async def test_conversation_translation_reaches_the_wire_and_is_accepted(
         ),
     )
     assert finishes(chunks) == [Finish("tool_calls", raw="tool_use")]
-    body = await last_body(fake)
+    body = await last_body(fake, MODEL)
     assert body["system"] == "You are terse.\n\nAnswer in one line."
     assert body["messages"] == [
         {
@@ -466,9 +424,9 @@ async def test_thinking_passes_through_and_its_tokens_are_reasoning(
     )
     # The thinking block is not content: only the answer's words come through.
     assert len(text_of(chunks).split()) == 8
-    [report] = usage_reports(chunks)
+    [report] = reports(chunks)
     assert (report.usage.output_tokens, report.usage.reasoning_tokens) == (38, 30)
-    body = await last_body(fake)
+    body = await last_body(fake, MODEL)
     assert body["thinking"] == thinking
     assert "temperature" not in body  # Anthropic rejects sampling changes with thinking
 
@@ -501,10 +459,8 @@ async def test_the_fakes_agree_on_answers_and_token_counts(
     the same words and the same total input tokens, whatever the wire format."""
     async with serve_fake_openai(FakeOpenAISettings(api_key=KEY)) as openai_fake:
         openai = OpenAIAdapter("openai", base_url=openai_fake.base_url, api_key=KEY)
-        try:
+        async with closing(openai):
             via_openai = await collect(openai, request(True))
-        finally:
-            await openai.aclose()
     via_anthropic = await collect(adapter, request(True))
     assert text_of(via_openai) == text_of(via_anthropic)
-    assert usage_reports(via_openai) == usage_reports(via_anthropic)
+    assert reports(via_openai) == reports(via_anthropic)

@@ -10,16 +10,25 @@ from typing import Any
 
 import msgspec
 import pytest
-from adapter_helpers import collect, failure, text_of
+from adapter_helpers import (
+    cases,
+    chat_request,
+    closing,
+    collect,
+    failure,
+    failure_after,
+    finishes,
+    last_body,
+    reports,
+    serve_app,
+    text_of,
+)
 from aiohttp import web
 
 from adapters import (
     ChatRequest,
-    Chunk,
     ErrorClass,
     Finish,
-    Message,
-    ProviderError,
     TextDelta,
     Usage,
     UsageReport,
@@ -33,13 +42,9 @@ from adapters.fakes import (
     serve_fake_openai,
 )
 
-MESSAGES = [Message(role="user", content="Tell me something.")]
-
 
 def request(stream: bool, max_tokens: int = 64, **params: Any) -> ChatRequest:
-    return ChatRequest(
-        model="llama-3", messages=MESSAGES, max_tokens=max_tokens, stream=stream, params=params
-    )
+    return chat_request("llama-3", stream, max_tokens, **params)
 
 
 # -- against the OpenAI fake ----------------------------------------------------------------
@@ -53,9 +58,9 @@ async def fake() -> AsyncIterator[FakeServer]:
 
 @pytest.fixture
 async def adapter(fake: FakeServer) -> AsyncIterator[OpenAICompatibleAdapter]:
-    adapter = OpenAICompatibleAdapter("local", base_url=fake.base_url, api_version="ignored")
-    yield adapter
-    await adapter.aclose()
+    built = OpenAICompatibleAdapter("local", base_url=fake.base_url, api_version="ignored")
+    async with closing(built) as adapter:
+        yield adapter
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -65,11 +70,10 @@ async def test_answers_with_max_tokens_in_the_max_tokens_field(
     await fake.control.set_model("llama-3", ModelBehaviour(answer_tokens=30, reasoning_tokens=2))
     chunks = await collect(adapter, request(stream, max_tokens=9))
     assert len(text_of(chunks).split()) == 9 - 2
-    assert [c for c in chunks if isinstance(c, Finish)] == [Finish("length", raw="length")]
-    [report] = [c for c in chunks if isinstance(c, UsageReport)]
+    assert finishes(chunks) == [Finish("length", raw="length")]
+    [report] = reports(chunks)
     assert report.usage.output_tokens == 9  # OpenAI's convention: reasoning included
-    body = (await fake.control.requests("llama-3"))[-1].body_json()
-    assert isinstance(body, dict)
+    body = await last_body(fake, "llama-3")
     assert body["max_tokens"] == 9
     assert "max_completion_tokens" not in body
     if stream:
@@ -81,12 +85,9 @@ async def test_the_max_tokens_field_is_configurable(fake: FakeServer) -> None:
     adapter = OpenAICompatibleAdapter(
         "local", base_url=fake.base_url, max_tokens_field="max_completion_tokens"
     )
-    try:
+    async with closing(adapter):
         await collect(adapter, request(False, max_tokens=7))
-    finally:
-        await adapter.aclose()
-    body = (await fake.control.requests("llama-3"))[-1].body_json()
-    assert isinstance(body, dict)
+    body = await last_body(fake, "llama-3")
     assert body["max_completion_tokens"] == 7
     assert "max_tokens" not in body
 
@@ -116,15 +117,13 @@ async def test_openai_shaped_errors(
 
 async def test_a_key_is_sent_when_configured() -> None:
     key = "sk-local-0123456789abcdef"
-    async with serve_fake_openai(FakeOpenAISettings(api_key=key)) as fake:
-        keyed = OpenAICompatibleAdapter("local", base_url=fake.base_url, api_key=key)
-        keyless = OpenAICompatibleAdapter("local", base_url=fake.base_url)
-        try:
-            assert text_of(await collect(keyed, request(False)))
-            error = await failure(keyless, request(False))
-        finally:
-            await keyed.aclose()
-            await keyless.aclose()
+    async with (
+        serve_fake_openai(FakeOpenAISettings(api_key=key)) as fake,
+        closing(OpenAICompatibleAdapter("local", base_url=fake.base_url, api_key=key)) as keyed,
+        closing(OpenAICompatibleAdapter("local", base_url=fake.base_url)) as keyless,
+    ):
+        assert text_of(await collect(keyed, request(False)))
+        error = await failure(keyless, request(False))
     assert error.error_class is ErrorClass.AUTH
     assert "didn't provide an API key" in error.message
 
@@ -171,21 +170,15 @@ async def server() -> AsyncIterator[Scripted]:
     scripted = Scripted()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", scripted.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    scripted.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    try:
+    async with serve_app(app) as url:
+        scripted.base_url = url + "/v1"
         yield scripted
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
 async def local(server: Scripted) -> AsyncIterator[OpenAICompatibleAdapter]:
-    adapter = OpenAICompatibleAdapter("local", base_url=server.base_url)
-    yield adapter
-    await adapter.aclose()
+    async with closing(OpenAICompatibleAdapter("local", base_url=server.base_url)) as adapter:
+        yield adapter
 
 
 def sse(*events: dict[str, Any]) -> bytes:
@@ -214,8 +207,8 @@ async def test_a_stream_without_usage_or_ids(
     server.replies.append(Reply(body=STREAM_WITHOUT_USAGE, content_type="text/event-stream"))
     chunks = await collect(local, request(True))
     assert text_of(chunks) == "Hello there"
-    assert [c for c in chunks if isinstance(c, Finish)] == [Finish("stop", raw="stop")]
-    assert not any(isinstance(c, UsageReport) for c in chunks)
+    assert finishes(chunks) == [Finish("stop", raw="stop")]
+    assert reports(chunks) == []
     assert server.bodies[-1]["max_tokens"] == 64
     assert server.bodies[-1]["stream_options"] == {"include_usage": True}
 
@@ -255,10 +248,8 @@ async def test_no_authorization_header_without_a_key(
 
     keyed = OpenAICompatibleAdapter("local", base_url=server.base_url, api_key="local-key")
     server.replies.append(Reply(body=STREAM_WITHOUT_USAGE, content_type="text/event-stream"))
-    try:
+    async with closing(keyed):
         await collect(keyed, request(True))
-    finally:
-        await keyed.aclose()
     assert server.headers[-1]["Authorization"] == "Bearer local-key"
 
 
@@ -365,11 +356,7 @@ ERROR_BODIES: list[tuple[str, Reply, ErrorClass, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("reply", "expected", "message"),
-    [case[1:] for case in ERROR_BODIES],
-    ids=[case[0] for case in ERROR_BODIES],
-)
+@pytest.mark.parametrize(("reply", "expected", "message"), cases(ERROR_BODIES))
 async def test_error_bodies_of_every_shape(
     server: Scripted,
     local: OpenAICompatibleAdapter,
@@ -397,16 +384,12 @@ async def test_mid_stream_error_uses_its_numeric_code(
     }
     body = sse({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}, error_event)
     server.replies.append(Reply(body=body + b"data: [DONE]\n\n", content_type="text/event-stream"))
-    received: list[Chunk] = []
-    with pytest.raises(ProviderError) as info:
-        async with await local.send(request(True)) as stream:
-            async for chunk in stream:
-                received.append(chunk)
+    error, received = await failure_after(local, request(True))
     assert received == [TextDelta("Hi")]
-    assert info.value.error_class is expected
-    assert info.value.after_response
-    assert info.value.status is None
-    assert info.value.message == "engine died"
+    assert error.error_class is expected
+    assert error.after_response
+    assert error.status is None
+    assert error.message == "engine died"
 
 
 async def test_a_stream_without_done_is_truncated(

@@ -13,7 +13,16 @@ from typing import Any
 
 import msgspec
 import pytest
-from adapter_helpers import TOOLS, collect, failure, finishes, text_of, usages
+from adapter_helpers import (
+    TOOLS,
+    closing,
+    collect,
+    failure,
+    finishes,
+    refused_url,
+    text_of,
+    usages,
+)
 
 from adapters import (
     Adapter,
@@ -64,11 +73,9 @@ PROVIDERS: dict[str, tuple[Serve, type[Adapter]]] = {
 async def provider(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FakeServer, Adapter]]:
     serve, adapter_type = PROVIDERS[request.param]
     async with serve(FakeOpenAISettings(api_key=KEY)) as fake:
-        adapter = adapter_type(request.param, base_url=fake.base_url, api_key=KEY)  # type: ignore[call-arg]
-        try:
+        built = adapter_type(request.param, base_url=fake.base_url, api_key=KEY)  # type: ignore[call-arg]
+        async with closing(built) as adapter:
             yield fake, adapter
-        finally:
-            await adapter.aclose()
 
 
 def request(stream: bool, max_tokens: int = 64, **params: Any) -> ChatRequest:
@@ -80,12 +87,9 @@ def request(stream: bool, max_tokens: int = 64, **params: Any) -> ChatRequest:
 async def openai_baseline(stream: bool) -> tuple[str, Any]:
     """The OpenAI fake's answer to the conversation: what every provider must agree with."""
     async with serve_fake_openai(FakeOpenAISettings(api_key=KEY)) as fake:
-        adapter = OpenAIAdapter("openai", base_url=fake.base_url, api_key=KEY)
         await fake.control.set_model(MODEL, ModelBehaviour(answer_tokens=12))
-        try:
+        async with closing(OpenAIAdapter("openai", base_url=fake.base_url, api_key=KEY)) as adapter:
             chunks = await collect(adapter, request(stream))
-        finally:
-            await adapter.aclose()
     return text_of(chunks), usages(chunks)[0]
 
 
@@ -181,15 +185,33 @@ async def test_error_responses(
         assert error.retry_after_s == fault.retry_after_s
 
 
+async def test_whole_body_cut_short_is_a_server_error(
+    provider: tuple[FakeServer, Adapter],
+) -> None:
+    fake, adapter = provider
+    await fake.control.set_model(MODEL, ModelBehaviour(faults=(DropFault(),)))
+    error = await failure(adapter, request(False))
+    assert error.error_class is ErrorClass.SERVER_ERROR
+    assert error.after_response
+
+
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
+async def test_unreachable_provider_is_a_server_error(name: str) -> None:
+    _, adapter_type = PROVIDERS[name]
+    unreachable = adapter_type(name, base_url=refused_url(), api_key=KEY)  # type: ignore[call-arg]
+    async with closing(unreachable) as adapter:
+        error = await failure(adapter, request(False))
+    assert error.error_class is ErrorClass.SERVER_ERROR
+    assert error.status is None
+
+
 async def test_wrong_key_is_auth(provider: tuple[FakeServer, Adapter]) -> None:
     fake, adapter = provider
     wrong = type(adapter)(  # type: ignore[call-arg]
         adapter.provider, base_url=fake.base_url, api_key="wrong-key-XYZXYZXYZ"
     )
-    try:
+    async with closing(wrong):
         error = await failure(wrong, request(False))
-    finally:
-        await wrong.aclose()
     assert error.error_class is ErrorClass.AUTH
     assert "XYZXYZXYZ" not in str(error)
 

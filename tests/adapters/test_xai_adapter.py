@@ -8,15 +8,26 @@ from typing import Any
 
 import msgspec
 import pytest
-from adapter_helpers import MESSAGES, TOOLS, collect, failure, text_of, usages
+from adapter_helpers import (
+    TOOLS,
+    cases,
+    chat_request,
+    closing,
+    collect,
+    failure,
+    failure_after,
+    finishes,
+    last_body,
+    serve_app,
+    text_of,
+    usages,
+)
 from aiohttp import web
 
 from adapters import (
     ChatRequest,
-    Chunk,
     ErrorClass,
     Finish,
-    ProviderError,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -51,15 +62,13 @@ async def fake() -> AsyncIterator[FakeServer]:
 
 @pytest.fixture
 async def adapter(fake: FakeServer) -> AsyncIterator[XAIAdapter]:
-    adapter = XAIAdapter("xai", base_url=fake.base_url, api_key=KEY, api_version="ignored")
-    yield adapter
-    await adapter.aclose()
+    built = XAIAdapter("xai", base_url=fake.base_url, api_key=KEY, api_version="ignored")
+    async with closing(built) as adapter:
+        yield adapter
 
 
 def request(stream: bool, max_tokens: int = 64, **params: Any) -> ChatRequest:
-    return ChatRequest(
-        model="grok-4", messages=MESSAGES, max_tokens=max_tokens, stream=stream, params=params
-    )
+    return chat_request("grok-4", stream, max_tokens, **params)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -71,7 +80,7 @@ async def test_text_answer_with_reasoning_and_cached_usage_normalized(
     )
     chunks = await collect(adapter, request(stream))
     assert len(text_of(chunks).split()) == 12
-    assert [c for c in chunks if isinstance(c, Finish)] == [Finish("stop", raw="stop")]
+    assert finishes(chunks) == [Finish("stop", raw="stop")]
     [usage] = usages(chunks)
     # xAI's completion_tokens (12) leaves reasoning out; the normalized output puts it in.
     assert usage.output_tokens == 12 + 5
@@ -89,7 +98,7 @@ async def test_tool_call(adapter: XAIAdapter, stream: bool) -> None:
     assert calls[0].name == "get_weather"
     assert all(c.id is None and c.name is None for c in calls[1:])
     assert set(msgspec.json.decode("".join(c.arguments for c in calls))) == {"city"}
-    assert next(c for c in chunks if isinstance(c, Finish)).reason == "tool_calls"
+    assert finishes(chunks)[0].reason == "tool_calls"
 
 
 async def test_request_fields_reach_the_wire_as_given(
@@ -98,8 +107,7 @@ async def test_request_fields_reach_the_wire_as_given(
     await collect(
         adapter, request(True, reasoning_effort="low", stop=["END"], presence_penalty=0.5)
     )
-    body = (await fake.control.requests("grok-4"))[-1].body_json()
-    assert isinstance(body, dict)
+    body = await last_body(fake, "grok-4")
     assert body["reasoning_effort"] == "low"
     # Rejected by xAI's reasoning models, but which model takes what is not the adapter's call.
     assert body["stop"] == ["END"]
@@ -219,11 +227,8 @@ async def test_wrong_key_is_auth_though_xai_says_400_and_the_key_never_shows(
     fake: FakeServer,
 ) -> None:
     wrong = "xai-live-WRONGKEY0123456789abcdef"
-    adapter = XAIAdapter("xai", base_url=fake.base_url, api_key=wrong)
-    try:
+    async with closing(XAIAdapter("xai", base_url=fake.base_url, api_key=wrong)) as adapter:
         error = await failure(adapter, request(False))
-    finally:
-        await adapter.aclose()
     assert error.error_class is ErrorClass.AUTH
     assert error.status == 400
     assert error.provider_code == GRPC_INVALID
@@ -275,11 +280,7 @@ MID_STREAM: list[tuple[str, object, ErrorClass, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected", "code"),
-    [case[1:] for case in MID_STREAM],
-    ids=[case[0] for case in MID_STREAM],
-)
+@pytest.mark.parametrize(("fault", "expected", "code"), cases(MID_STREAM))
 async def test_failures_after_the_headers_are_classified(
     adapter: XAIAdapter,
     fake: FakeServer,
@@ -288,24 +289,13 @@ async def test_failures_after_the_headers_are_classified(
     code: str | None,
 ) -> None:
     await fake.control.set_model("grok-4", ModelBehaviour(faults=(fault,)))
-    received: list[Chunk] = []
-    with pytest.raises(ProviderError) as info:
-        async with await adapter.send(request(True)) as stream:
-            async for chunk in stream:
-                received.append(chunk)
-    assert info.value.error_class is expected
-    assert info.value.after_response
-    assert info.value.status is None
-    assert info.value.provider_code == code
+    error, received = await failure_after(adapter, request(True))
+    assert error.error_class is expected
+    assert error.after_response
+    assert error.status is None
+    assert error.provider_code == code
     if not isinstance(fault, NoDoneFault):
         assert sum(isinstance(c, TextDelta) for c in received) == 2
-
-
-async def test_non_streaming_body_cut_short(adapter: XAIAdapter, fake: FakeServer) -> None:
-    await fake.control.set_model("grok-4", ModelBehaviour(faults=(DropFault(),)))
-    error = await failure(adapter, request(False))
-    assert error.error_class is ErrorClass.SERVER_ERROR
-    assert error.after_response
 
 
 # A stream as litellm #17136 saw it: usage on the finish chunk, then a chunk with empty choices
@@ -330,17 +320,11 @@ async def test_the_last_non_null_usage_wins() -> None:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    adapter = XAIAdapter("xai", base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY)
-    try:
+    async with (
+        serve_app(app) as url,
+        closing(XAIAdapter("xai", base_url=url + "/v1", api_key=KEY)) as adapter,
+    ):
         chunks = await collect(adapter, request(True))
-    finally:
-        await adapter.aclose()
-        await runner.cleanup()
     assert text_of(chunks) == "Hi"
     assert usages(chunks) == [Usage(input_tokens=9, output_tokens=1 + 4, reasoning_tokens=4)]
 
