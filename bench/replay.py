@@ -40,6 +40,7 @@ import anyio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench")]
 
+from bench import _common as common
 from events import (
     AttemptFailed,
     AttemptStarted,
@@ -62,7 +63,7 @@ from events import (
 )
 from projections import USAGE_EVENT_TYPES, AlertPolicy, Projections, UsageView
 
-RESULTS = Path(__file__).resolve().parent / "results" / "replay.json"
+RESULTS = common.RESULTS_DIR / "replay.json"
 DAY_NS = 86_400 * 10**9
 START_NS = 1_793_577_600 * 10**9  # 2026-11-01T00:00:00Z
 MODELS = [(f"model-{i}", f"provider-{i % 4}", f"class-{i % 3}") for i in range(8)]
@@ -274,9 +275,11 @@ def replay(path: str, mode: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=common.positive, default=1_000_000)
     parser.add_argument("--keep", help="write (or reuse) the log at this path")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of replays (median)")
+    parser.add_argument(
+        "--repeat", type=common.positive, default=3, help="rounds of replays (median)"
+    )
     parser.add_argument("--replay", nargs=2, metavar=("PATH", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replay:
@@ -320,17 +323,15 @@ def main() -> None:
     }
     met = "met" if verdict["met"] else "NOT met"
     print(f"usage replay target (>= 300,000 events/s, < 500 MB): {met}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "runs": runs,
-                "target": verdict,
-            },
-            indent=2,
-        )
-        + "\n"
+    common.write_results(
+        RESULTS,
+        {
+            "when": common.utc_now(),
+            "git_commit": common.git_commit(),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "runs": runs,
+            "target": verdict,
+        },
     )
 
 

@@ -50,7 +50,7 @@ from nats.aio.client import Client
 from nats.js import api as js_api
 from nats.js.errors import APIError
 
-from ._codec import decode_event, encode_event
+from ._codec import checked_tag, decode_event, encode_event
 from ._group_commit import Command, CommandQueue, complete, joined_rows, running_writer
 from ._ids import new_id
 from ._jetstream_io import (
@@ -80,8 +80,6 @@ _DUPLICATE_IN_BATCH: Final = 10201
 _STREAM_NAME_IN_USE: Final = 10058
 # Room for the headers of a message (ids, batch headers) within the server's max payload.
 _HEADER_ROOM: Final = 512
-_I64_MIN: Final = -(2**63)
-_I64_MAX: Final = 2**63 - 1
 
 
 class HoldConflictError(StoreError):
@@ -144,7 +142,8 @@ class JetStreamEventStore:
         self._inbox = inbox
         self._stream = stream
         self._subjects = subjects
-        self._max_batch = max_batch
+        # Events in one atomic batch (and so in one call): never more than the server takes.
+        self._max_batch = min(max_batch, MAX_ATOMIC_BATCH)
         self._ack_timeout_s = ack_timeout_s
         self._outage_timeout_s = outage_timeout_s
         self._duplicate_window_s = duplicate_window_s
@@ -208,14 +207,13 @@ class JetStreamEventStore:
 
     def _rows(self, events: Sequence[Event]) -> list[_Row]:
         """Encode ``events``; bad events fail here, in the caller, not in a batch."""
-        most = min(self._max_batch, MAX_ATOMIC_BATCH)
+        most = self._max_batch
         if len(events) > most:
             raise ValueError(f"{len(events)} events in one call: at most {most} are atomic")
         rows: list[_Row] = []
         for event in events:
-            subject = self._subjects.of(event)  # TypeError for a type outside the union
-            if not _I64_MIN <= event.ts_ns <= _I64_MAX:
-                raise ValueError(f"ts_ns out of range for a 64-bit integer: {event.ts_ns}")
+            checked_tag(event)  # TypeError for a type outside the union, ValueError for a bad ts_ns
+            subject = self._subjects.of(event)
             payload = encode_event(event)
             if len(payload) > self._max_payload:
                 raise ValueError(
@@ -468,7 +466,7 @@ class JetStreamEventStore:
     def _drain(self, batch: list[_Command]) -> list[_Command]:
         """``batch`` plus whatever is queued, up to ``max_batch`` events (one atomic batch)
         and up to the next conditional hold (the queue holds it back for its own turn)."""
-        limit = min(self._max_batch, MAX_ATOMIC_BATCH)
+        limit = self._max_batch
 
         def joins(command: _Command, size: int) -> bool:
             return command.after_hold is None and size + len(command.rows) <= limit
@@ -519,18 +517,19 @@ class JetStreamEventStore:
                         "the server reports a duplicate event id that is not in the stream"
                     ) from None
                 known.update(found)
-            except PublishError as exc:
-                if after_hold is not None and exc.err_code in _WRONG_LAST_SEQUENCE:
+            except (PublishError, JetStreamUnavailableError) as exc:
+                if (
+                    isinstance(exc, PublishError)
+                    and after_hold is not None
+                    and exc.err_code in _WRONG_LAST_SEQUENCE
+                ):
                     if unknown_outcome:
                         landed = await self._own_holds(fresh, after_hold)
                         if landed is not None:
                             known.update(landed)
                             continue
                     raise HoldConflictError(after_hold, _newest(exc.description)) from None
-                outage_since, unknown_outcome = self._retrying(outage_since, exc), True
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            except JetStreamUnavailableError as exc:
+                # Any other refusal, or no answer: retried until the outage timeout.
                 outage_since, unknown_outcome = self._retrying(outage_since, exc), True
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -599,17 +598,19 @@ class JetStreamEventStore:
         )
         start_time = since.isoformat().replace("+00:00", "Z")
         found: dict[str, int] = {}
-        # Where a retry's copy would be: its own request's subjects (or the hold subject).
-        for subject in dict.fromkeys(_lookup_filter(row.subject) for row in rows):
+
+        async def scan(subject: str) -> None:
             for message in await self._scan(subject, start_time=start_time):
                 if message.msg_id in wanted:
                     found.setdefault(message.msg_id, message.seq)
+
+        # Where a retry's copy would be: its own request's subjects (or the hold subject).
+        for subject in dict.fromkeys(_lookup_filter(row.subject) for row in rows):
+            await scan(subject)
         if not found:
             # An id reused for another request's event: like the SQLite store, the id is the
             # event's identity, so the stored one stands. Rare, and bounded by the window.
-            for message in await self._scan(self._subjects.stream_subjects, start_time=start_time):
-                if message.msg_id in wanted:
-                    found.setdefault(message.msg_id, message.seq)
+            await scan(self._subjects.stream_subjects)
         return found
 
     async def _own_holds(self, rows: list[_Row], after_hold: int) -> dict[str, int] | None:

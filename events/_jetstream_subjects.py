@@ -27,8 +27,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from typing import Final, get_args
+from typing import Final
 
+from ._codec import EVENT_TAGS
 from ._types import (
     BudgetLimitChanged,
     BudgetOverrun,
@@ -79,12 +80,8 @@ def msg_id(event_id: str) -> str:
     return "~" + digest.hex()
 
 
-def _type_tokens() -> dict[type[Event], str]:
-    # Tags look like "cost_settled.v1": the dot would split the token, so it becomes "_".
-    return {cls: str(cls.__struct_config__.tag).replace(".", "_") for cls in get_args(Event)}
-
-
-_TYPE_TOKENS: Final = _type_tokens()
+# Tags look like "cost_settled.v1": the dot would split the token, so it becomes "_".
+_TYPE_TOKENS: Final = {cls: tag.replace(".", "_") for cls, tag in EVENT_TAGS.items()}
 
 
 class Subjects:

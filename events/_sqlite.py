@@ -38,12 +38,12 @@ import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, get_args
+from typing import Any, Final
 
 import aiosqlite
 import anyio
 
-from ._codec import decode_event, encode_event
+from ._codec import EVENT_TAGS, checked_tag, decode_event, encode_event
 from ._group_commit import Command, CommandQueue, complete, joined_rows, running_writer
 from ._sqlite_writer import BUSY_TIMEOUT_MS, Row, SQLiteWriter
 from ._store import StoreClosedError, StoredEvent, StoreError
@@ -58,22 +58,10 @@ _READ_REQUEST: Final = "SELECT seq, data FROM events WHERE request_id = ? ORDER 
 _TAIL_PAGE: Final = 1000
 _REPLAY_PAGE: Final = 10_000
 
-_I64_MIN: Final = -(2**63)
-_I64_MAX: Final = 2**63 - 1
-
-# Only members of the union can be decoded again, so only they may be stored.
-_TAGS: Final[dict[type[Any], str]] = {
-    cls: str(cls.__struct_config__.tag) for cls in get_args(Event)
-}
-
 
 def _row(event: Event) -> Row:
     """Encode ``event`` for the writer; bad events fail here, in the caller, not in a batch."""
-    tag = _TAGS.get(type(event))
-    if tag is None:
-        raise TypeError(f"{type(event).__name__} is not a member of the Event union")
-    if not _I64_MIN <= event.ts_ns <= _I64_MAX:
-        raise ValueError(f"ts_ns out of range for a 64-bit integer: {event.ts_ns}")
+    tag = checked_tag(event)
     return (event.event_id, tag, event.request_id, event.tenant, event.ts_ns, encode_event(event))
 
 
@@ -236,7 +224,8 @@ class SQLiteEventStore:
     async def _commit(self, batch: list[Command[Row]]) -> bool:
         """Commit ``batch`` in one transaction and tell its waiters. False if the store failed."""
         try:
-            seqs = await self._insert(joined_rows(batch))
+            # One transaction, committed; the seq of each row.
+            seqs, self._last_seq = await self._writer.insert(joined_rows(batch), self._last_seq + 1)
         except Exception as exc:
             # The transaction was rolled back on the writer thread.
             self._fail(batch, exc)
@@ -244,11 +233,6 @@ class SQLiteEventStore:
         complete(batch, seqs)
         self._signal_commit()
         return True
-
-    async def _insert(self, rows: list[Row]) -> list[int]:
-        """Insert ``rows`` in one transaction and commit; return the seq of each row."""
-        seqs, self._last_seq = await self._writer.insert(rows, self._last_seq + 1)
-        return seqs
 
     def _fail(self, batch: list[Command[Row]], exc: Exception) -> None:
         """Stop taking events after a failed commit; tell every waiter, committed data stays."""
@@ -332,7 +316,7 @@ def read_log(
     where = ["seq > ?"]
     parameters: list[object] = []
     if types is not None:
-        tags = sorted({_TAGS[t] for t in types})
+        tags = sorted({EVENT_TAGS[t] for t in types})
         where.append(f"type IN ({', '.join('?' * len(tags))})")
         parameters += tags
     if request_id is not None:

@@ -188,39 +188,45 @@ class AlertBook:
             span = int(self.policy.degraded_window_s * _NS)
             window = self._degraded[model_class] = _Window(span)
         window.add(e.ts_ns, e.model not in self._primary.get(model_class, frozenset()))
-        threshold = self.policy.degraded_share
-        share = window.share
-        if len(window.samples) >= self.policy.degraded_min_requests and share > threshold:
-            return self._raise(
-                "degraded_share",
-                model_class,
-                share,
-                threshold,
-                f"{share:.0%} of class {model_class}'s last {len(window.samples)} requests "
-                f"were served off the class (threshold {threshold:.0%})",
-            )
-        if share <= threshold:
-            return self._clear("degraded_share", model_class, share, threshold)
-        return []
+        return self._share_rule(
+            "degraded_share",
+            model_class,
+            window,
+            self.policy.degraded_share,
+            self.policy.degraded_min_requests,
+            f"of class {model_class}'s last {{n}} requests were served off the class",
+        )
 
     def _unrouted_rule(self, e: RequestCompleted | RequestFailed) -> list[AlertChange]:
         flagged = e.request_id in self._flagged
         self._flagged.discard(e.request_id)
-        window = self._unrouted
-        window.add(e.ts_ns, flagged)
-        threshold = self.policy.unrouted_share
-        share = window.share
-        if len(window.samples) >= self.policy.unrouted_min_requests and share > threshold:
-            return self._raise(
-                "unrouted_rate",
-                "tasks",
-                share,
-                threshold,
-                f"{share:.0%} of the last {len(window.samples)} requests had a missing, "
-                f"unknown or mistyped task (threshold {threshold:.0%})",
-            )
+        self._unrouted.add(e.ts_ns, flagged)
+        return self._share_rule(
+            "unrouted_rate",
+            "tasks",
+            self._unrouted,
+            self.policy.unrouted_share,
+            self.policy.unrouted_min_requests,
+            "of the last {n} requests had a missing, unknown or mistyped task",
+        )
+
+    def _share_rule(
+        self,
+        alert: str,
+        subject: str,
+        window: _Window,
+        threshold: float,
+        min_requests: int,
+        what: str,
+    ) -> list[AlertChange]:
+        """Raise when the window's share passes ``threshold`` (over at least ``min_requests``);
+        clear when it is back at or under it."""
+        share, n = window.share, len(window.samples)
+        if n >= min_requests and share > threshold:
+            message = f"{share:.0%} {what.format(n=n)} (threshold {threshold:.0%})"
+            return self._raise(alert, subject, share, threshold, message)
         if share <= threshold:
-            return self._clear("unrouted_rate", "tasks", share, threshold)
+            return self._clear(alert, subject, share, threshold)
         return []
 
     def _budget_rule(self, budgets: BudgetBook, keys: list[str]) -> list[AlertChange]:

@@ -159,7 +159,8 @@ class BookState(msgspec.Struct, frozen=True, kw_only=True):
     """A budget book's whole state, in its own order (a checkpoint, not a comparison: compare
     ``snapshot``)."""
 
-    budgets: list[tuple[str, int | None, int, int]]
+    # (key, reserved, spent): limits come from the config in force when it is restored.
+    budgets: list[tuple[str, int, int]]
     name_limits: list[tuple[str, int, str, int]]
     key_limits: list[tuple[str, int, str, int]]
     live: list[_ReservationRecord]
@@ -301,11 +302,17 @@ class BudgetBook:
         r = self._live.get(reservation_id) or self._expired.get(reservation_id)
         return None if r is None else r.state()
 
+    def held(self, reservation_id: str) -> int:
+        """What a live or expired reservation still holds (``reservation(id).held_micros``,
+        without building its state); 0 once closed or unknown."""
+        r = self._live.get(reservation_id) or self._expired.get(reservation_id)
+        return 0 if r is None else r.held
+
     def expired(self, now_ns: int) -> list[str]:
         """Live reservations whose ``expires_at_ns`` has passed: what the sweeper should expire.
 
         Ordered by expiry, then id. The sweeper appends ``BudgetReservationExpired`` with
-        ``counted_micros = reservation(id).held_micros``.
+        ``counted_micros = held(id)``.
         """
         due = [r for r in self._live.values() if r.expires_at_ns <= now_ns]
         return [r.rid for r in sorted(due, key=lambda r: (r.expires_at_ns, r.rid))]
@@ -339,7 +346,7 @@ class BudgetBook:
             )
 
         return BookState(
-            budgets=[(b.key, b.limit, b.reserved, b.spent) for b in self._budgets.values()],
+            budgets=[(b.key, b.reserved, b.spent) for b in self._budgets.values()],
             name_limits=[(k, *stamp, limit) for k, (stamp, limit) in self._name_limits.items()],
             key_limits=[(k, *stamp, limit) for k, (stamp, limit) in self._key_limits.items()],
             live=[reservation(r) for r in self._live.values()],
@@ -352,7 +359,7 @@ class BudgetBook:
         book = cls(specs)
         book._name_limits = {k: ((ts, eid), limit) for k, ts, eid, limit in state.name_limits}
         book._key_limits = {k: ((ts, eid), limit) for k, ts, eid, limit in state.key_limits}
-        for key, _, reserved, spent in state.budgets:
+        for key, reserved, spent in state.budgets:
             # The limit comes from today's specs (and the limit changes in the log), not from
             # the checkpoint: the config may have changed since it was written.
             budget = book._budget(key)

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import anyio
@@ -44,7 +44,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION: Final = 2
+CHECKPOINT_VERSION: Final = 3
 FORGET_EVERY: Final = 10_000
 FORGET_AFTER_NS: Final = 86_400 * 10**9
 
@@ -198,11 +198,8 @@ def alert_events(trigger: Event, changes: Iterable[AlertChange]) -> list[Event]:
 
 
 class ProjectionRunner:
-    """Keeps ``projections`` current with ``store``.
-
-    ``emit_alerts``: append ``AlertRaised``/``AlertCleared`` to the store as the folds raise
-    them (a sidecar does; a read-only tool does not).
-    """
+    """Keeps ``projections`` current with ``store``, and appends ``AlertRaised`` and
+    ``AlertCleared`` to it as the folds raise them."""
 
     def __init__(
         self,
@@ -211,16 +208,12 @@ class ProjectionRunner:
         *,
         checkpoint_path: str | None,
         checkpoint_interval_s: float = 10.0,
-        emit_alerts: bool = True,
-        on_alert: Callable[[AlertChange], None] | None = None,
         announce_horizon_s: float = 240.0,
     ) -> None:
         self.store = store
         self.projections = projections
         self._checkpoint_path = checkpoint_path
         self._interval_s = checkpoint_interval_s
-        self._emit = emit_alerts
-        self._on_alert = on_alert
         self._horizon_ns = int(announce_horizon_s * 1e9)
         self._advanced = anyio.Event()
         self._waiting = 0
@@ -306,10 +299,7 @@ class ProjectionRunner:
         for change in changes:
             log = _log.warning if change.raised else _log.info
             log("alert %s: %s", "raised" if change.raised else "cleared", change.message)
-            if self._on_alert is not None:
-                self._on_alert(change)
-        if self._emit:
-            await self.store.submit(alert_events(trigger, changes))
+        await self.store.submit(alert_events(trigger, changes))
 
     async def _checkpoint_periodically(self) -> None:
         while True:

@@ -147,10 +147,6 @@ class UsageRow:
         self.ttft = DurationSketch()
         self.ttlt = DurationSketch()
 
-    @property
-    def failed(self) -> int:
-        return sum(self.failures.values())
-
     def merge(self, other: UsageRow) -> None:
         for name in _COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -259,23 +255,6 @@ class _Request:
         self.expiry_row: _RowKey | None = None
 
 
-# The event types the fold reads; a replay can skip the rest without decoding them.
-USAGE_EVENT_TYPES: Final[tuple[type[Event], ...]] = (
-    RouteDecided,
-    AttemptSucceeded,
-    AttemptFailed,
-    RetryScheduled,
-    FallbackTaken,
-    CascadeEscalated,
-    BudgetReserved,
-    BudgetToppedUp,
-    CostSettled,
-    BudgetReservationExpired,
-    RequestCompleted,
-    RequestFailed,
-)
-
-
 class UsageView:
     """The fold. ``apply`` takes events in log order; ``state`` is the encodable result."""
 
@@ -372,7 +351,9 @@ class UsageView:
         return (request.tenant, request.task, request.model_class, model, provider, day)
 
     def _row(self, e: Event, request: _Request | None, model: str, provider: str) -> UsageRow:
-        key = self._key(e, request, model, provider)
+        return self._row_at(self._key(e, request, model, provider))
+
+    def _row_at(self, key: _RowKey) -> UsageRow:
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = UsageRow()
@@ -439,10 +420,7 @@ class UsageView:
         request = self._requests.get(e.request_id)
         model = "" if request is None else request.held_for
         key = self._key(e, request, model, _provider(request, model))
-        row = self._rows.get(key)
-        if row is None:
-            row = self._rows[key] = UsageRow()
-        row.cost_micros += e.counted_micros
+        self._row_at(key).cost_micros += e.counted_micros
         if request is not None:
             # Still remembered: a late settlement may take the charge back.
             request.provisional += e.counted_micros
@@ -506,3 +484,6 @@ _HANDLERS: Final[dict[type[Event], Callable[[UsageView, object], None]]] = {
     RequestCompleted: UsageView._completed,  # type: ignore[dict-item]
     RequestFailed: UsageView._failed,  # type: ignore[dict-item]
 }
+
+# The event types the fold reads; a replay can skip the rest without decoding them.
+USAGE_EVENT_TYPES: Final[tuple[type[Event], ...]] = tuple(_HANDLERS)

@@ -16,7 +16,6 @@ from aiohttp import web
 
 from events import BudgetLimitChanged, EventStore, StoreError, new_id
 from projections import (
-    USAGE_DIMENSIONS,
     BudgetBook,
     ProjectionRunner,
     UsageFilter,
@@ -26,7 +25,7 @@ from projections import (
 from ._boundary import CostBoundary
 from ._config import Config
 from ._errors import TollgateError, error_body
-from ._observe import metrics_text, usage_report
+from ._observe import metrics_text, parse_usage_dims, usage_report
 
 __all__ = ["add_admin_routes", "add_observability_routes", "budget_report"]
 
@@ -99,6 +98,8 @@ def add_observability_routes(
 ) -> None:
     """Health, readiness, metrics, usage, audit timelines and alerts (all read-only).
 
+    Every listener gets the real health check, so a probe on the socket and one on TCP agree.
+
     ``probes_only``: health, readiness and metrics alone — for the TCP listener, which may face
     probes and scrapers: nothing there spends money or shows a tenant's requests.
     """
@@ -132,14 +133,10 @@ def add_observability_routes(
 
     async def usage(request: web.Request) -> web.Response:
         query = request.query
-        by = tuple(d for d in query.get("by", ",".join(USAGE_DIMENSIONS)).split(",") if d)
-        unknown = set(by) - set(USAGE_DIMENSIONS)
-        if unknown:
-            return _bad(
-                f"unknown dimension(s) {', '.join(sorted(unknown))} in 'by' "
-                f"(known: {', '.join(USAGE_DIMENSIONS)})",
-                code="invalid_query",
-            )
+        try:
+            by = parse_usage_dims(query.get("by"))
+        except ValueError as exc:
+            return _bad(f"'by': {exc}", code="invalid_query")
         where = UsageFilter(
             tenant=query.get("tenant"),
             task=query.get("task"),
@@ -167,8 +164,7 @@ def add_observability_routes(
             content_type="application/json",
         )
 
-    if probes_only:
-        app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     if not probes_only:

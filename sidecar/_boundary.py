@@ -152,15 +152,9 @@ class CostBoundary:
         if not self._enforcing or not tab.keys:
             return [], False
         worst = self._prices.worst_case_micros(model, input_tokens, max_tokens)
-        if not tab.reserved:
-            need = worst
-        else:
-            state = self._book.reservation(tab.reservation_id)
-            need = worst - (state.held_micros if state is not None else 0)
-            if need <= 0:
-                return [], False
         change: Event
         if not tab.reserved:
+            need = worst
             change = BudgetReserved(
                 **envelope(),
                 reservation_id=tab.reservation_id,
@@ -171,6 +165,9 @@ class CostBoundary:
                 provider=provider,
             )
         else:
+            need = worst - self._book.held(tab.reservation_id)
+            if need <= 0:
+                return [], False
             change = BudgetToppedUp(
                 **envelope(),
                 reservation_id=tab.reservation_id,
@@ -210,8 +207,7 @@ class CostBoundary:
         if usage is not None:
             cost = self._prices.cost_micros(model, usage)
         elif held_on_failure and tab.reserved:
-            state = self._book.reservation(tab.reservation_id)
-            cost = state.held_micros if state is not None else 0
+            cost = self._book.held(tab.reservation_id)
         else:
             cost = 0
         tab.cost_micros += cost
@@ -241,10 +237,7 @@ class CostBoundary:
         """Expire reservations past their time (the sweeper's step); each counts as spent at
         what it held. A reservation's id is its request's id. On a shared stream this covers
         every sidecar's reservations, a dead sidecar's included."""
-        due: list[tuple[str, int]] = []
-        for reservation_id in self._book.expired(now_ns):
-            state = self._book.reservation(reservation_id)
-            due.append((reservation_id, state.held_micros if state is not None else 0))
+        due = [(rid, self._book.held(rid)) for rid in self._book.expired(now_ns)]
 
         def expiry(reservation_id: str, held: int) -> Event:
             return BudgetReservationExpired(
@@ -277,14 +270,14 @@ class CostBoundary:
             final=final,
         )
         events: list[Event] = []
-        state = self._book.reservation(tab.reservation_id) if tab.reserved else None
-        if state is not None and settlement.cost_micros > state.held_micros:
+        held = self._book.held(tab.reservation_id) if tab.reserved else 0
+        if tab.reserved and settlement.cost_micros > held:
             # The provider billed past the reserved worst case: the one way over a limit.
             events.append(
                 BudgetOverrun(
                     **envelope(),
                     reservation_id=tab.reservation_id,
-                    reserved_micros=state.held_micros,
+                    reserved_micros=held,
                     actual_micros=settlement.cost_micros,
                 )
             )

@@ -23,6 +23,7 @@ from ._evals import add_eval_parser, run_eval
 from ._fakes import serve_all_fakes
 from ._nats_connect import NatsConnectError
 from ._service import open_sidecar
+from ._table import print_table
 
 __all__ = ["main"]
 
@@ -152,9 +153,7 @@ async def _budget(config: Config, *, as_json: bool) -> int:
         )
         for b in report["budgets"]
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print_table(header, rows, sys.stdout)
     if not rows:
         print("(no budget has been used yet)")
     print(f"\nFrom {source}.")

@@ -43,7 +43,8 @@ from projections import (
 
 from ._config import Config
 from ._nats_connect import NatsConnectError, connect_nats
-from ._observe import build_projections, usage_report
+from ._observe import build_projections, parse_usage_dims, usage_report
+from ._table import print_table
 
 __all__ = ["add_observe_commands", "read_events", "run_observe_command"]
 
@@ -118,10 +119,10 @@ def run_observe_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def _usage(args: argparse.Namespace, config: Config) -> int:
-    by = tuple(d for d in args.by.split(",") if d)
-    unknown = sorted(set(by) - set(USAGE_DIMENSIONS))
-    if unknown:
-        print(f"tollgate usage: unknown --by dimension(s): {', '.join(unknown)}", file=sys.stderr)
+    try:
+        by = parse_usage_dims(args.by)
+    except ValueError as exc:
+        print(f"tollgate usage: --by: {exc}", file=sys.stderr)
         return 2
     try:
         since = _day(args.since)
@@ -170,7 +171,7 @@ def _usage(args: argparse.Namespace, config: Config) -> int:
     if dims:
         total[: len(dims)] = ["total", *([""] * (len(dims) - 1))]
     rows.append(total)
-    _table(header, rows, sys.stdout)
+    print_table(header, rows, sys.stdout)
     print(f"\nFrom {config.store.path} up to event {projections.position}.")
     return 0
 
@@ -361,9 +362,3 @@ def _day(value: str | None) -> str | None:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
-
-
-def _table(header: list[str], rows: list[list[str]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")

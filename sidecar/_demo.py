@@ -9,6 +9,7 @@ key differ.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from events import (
 from ._config import Config, parse_config
 from ._fakes import RunningFake, serve_all_fakes
 from ._service import open_sidecar
+from ._table import print_table
 
 __all__ = ["demo_config", "run_demo"]
 
@@ -320,9 +322,4 @@ def _print_table(rows: list[list[str]]) -> None:
         "cost $",
         "result",
     ]
-    table = [header, *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if i == 0:
-            print("  ".join("-" * width for width in widths))
+    print_table(header, rows, sys.stdout, rule=True)

@@ -6,7 +6,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["TollgateError", "error_body"]
+from events import StoreError
+
+__all__ = ["TollgateError", "error_body", "unexpected_error"]
 
 
 class TollgateError(Exception):
@@ -75,3 +77,15 @@ def error_body(error: TollgateError) -> bytes:
             )
         )
     )
+
+
+def unexpected_error(exc: Exception) -> TollgateError:
+    """What a client is told when serving its request raised something untyped: a failed event
+    log is the sidecar's outage (503, retry elsewhere), anything else an internal error."""
+    if isinstance(exc, StoreError):
+        return TollgateError(
+            "log_unavailable",
+            "tollgate's event log takes no more events; this sidecar cannot serve requests",
+            status=503,
+        )
+    return TollgateError("internal_error", "tollgate failed to serve this request", status=500)

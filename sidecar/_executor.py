@@ -289,7 +289,7 @@ class Executor:
         reason = (
             "failed"
             if success is None
-            else cascade_check(d.call.request, held, _finish_reason(success.progress))
+            else cascade_check(d.call.request, held, success.finish_reason)
         )
         if success is not None and reason is None:
             try:
@@ -318,8 +318,6 @@ class Executor:
         end_ns = time.perf_counter_ns()
         received_ns = d.call.received_ns
         ttft = None if success.first_ns is None else success.first_ns - received_ns
-        usage = token_usage(progress.usage)
-        finish = _finish_reason(progress)
         d.pending += self._boundary.close(d.tab, d.stamp.envelope)
         d.pending.append(
             RequestCompleted(
@@ -328,8 +326,8 @@ class Executor:
                 provider=candidate.provider,
                 attempts=d.attempts,
                 fallbacks=d.fallbacks,
-                finish_reason=finish,
-                usage=usage,
+                finish_reason=success.finish_reason,
+                usage=success.usage,
                 latency_ns=end_ns - received_ns,
                 ttft_ns=ttft,
                 ttlt_ns=end_ns - received_ns,
@@ -344,7 +342,7 @@ class Executor:
         return Outcome(
             cost_micros=d.tab.cost_micros,
             served=success.served,
-            finish_reason=finish,
+            finish_reason=success.finish_reason,
             usage=progress.usage,
             attempts=d.attempts,
             fallbacks=d.fallbacks,
@@ -579,6 +577,7 @@ class Executor:
         if progress.first_ns is None:
             await d.sink.begin(served)
         end_ns = time.perf_counter_ns()
+        success = _Success(served, candidate, progress)
         d.pending.append(
             AttemptSucceeded(
                 **stamp.envelope(),
@@ -590,11 +589,11 @@ class Executor:
                 ttft_ns=None if progress.first_ns is None else progress.first_ns - started_ns,
                 ttlt_ns=end_ns - started_ns,
                 chunks=progress.chunks,
-                finish_reason=_finish_reason(progress),
-                usage=token_usage(progress.usage),
+                finish_reason=success.finish_reason,
+                usage=success.usage,
             )
         )
-        return _Success(served, candidate, progress)
+        return success
 
     async def _relay(
         self,
@@ -728,12 +727,16 @@ class Executor:
 class _Success:
     """An attempt that produced a whole answer."""
 
-    __slots__ = ("candidate", "first_ns", "progress", "served")
+    __slots__ = ("candidate", "finish_reason", "first_ns", "progress", "served", "usage")
 
     def __init__(self, served: Served, candidate: Candidate, progress: _Progress) -> None:
         self.served = served
         self.candidate = candidate
         self.progress = progress
+        # The answer is whole: its finish and usage no longer change (AttemptSucceeded and
+        # RequestCompleted both report them).
+        self.finish_reason = progress.finish.reason if progress.finish is not None else "other"
+        self.usage = token_usage(progress.usage)
         # When the client got the first content (perf_counter ns), if it got any.
         self.first_ns = progress.first_ns
 
@@ -914,7 +917,3 @@ def _all_failed(failures: list[dict[str, Any]]) -> TollgateError:
         status=status,
         details={"attempts": failures},
     )
-
-
-def _finish_reason(progress: _Progress) -> str:
-    return progress.finish.reason if progress.finish is not None else "other"

@@ -23,7 +23,7 @@ from aiohttp import web
 from adapters import TextDelta, ToolCallDelta
 
 from ._api import ChatCompletionRequest, parse_chat_request
-from ._errors import TollgateError, error_body
+from ._errors import TollgateError, error_body, unexpected_error
 from ._executor import Call, ClientDisconnectedError, Executor, Outcome, Served
 
 __all__ = [
@@ -31,10 +31,13 @@ __all__ = [
     "Collector",
     "bind_unix_socket",
     "body_too_large",
+    "chunk_head",
     "create_app",
+    "decode_call",
     "openai_finish",
     "openai_usage",
     "routing_inputs",
+    "tool_call_piece",
     "usd",
 ]
 
@@ -46,6 +49,8 @@ LISTEN_BACKLOG = 4096
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _encode = msgspec.json.Encoder().encode
+# Where a chunk's JSON goes on from its other members to its delta.
+_DELTA_OPEN = b',"choices":[{"index":0,"delta":'
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _OPENAI_FINISH = {
     "stop": "stop",
@@ -60,7 +65,6 @@ def create_app(executor: Executor, *, max_body_bytes: int, default_tenant: str) 
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_typed_errors])
     handler = _ChatHandler(executor, max_body_bytes=max_body_bytes, default_tenant=default_tenant)
     app.router.add_post("/v1/chat/completions", handler.handle)
-    app.router.add_get("/healthz", _healthz)
     return app
 
 
@@ -97,10 +101,6 @@ def bind_unix_socket(path: str, mode: int) -> socket.socket:
     return sock
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 @web.middleware
 async def _typed_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -117,11 +117,9 @@ async def _typed_errors(
         return _error_response(
             TollgateError.invalid_request(exc.reason, code=code, status=exc.status)
         )
-    except Exception:
+    except Exception as exc:
         log.exception("unhandled error serving %s %s", request.method, request.path)
-        return _error_response(
-            TollgateError("internal_error", "tollgate failed to serve this request", status=500)
-        )
+        return _error_response(unexpected_error(exc))
 
 
 def _error_response(error: TollgateError, request_id: str | None = None) -> web.Response:
@@ -151,24 +149,18 @@ class _ChatHandler:
         except web.HTTPRequestEntityTooLarge:
             return _error_response(body_too_large(self._max_body_bytes))
         try:
-            parsed, params = parse_chat_request(body)
-            tenant, task = routing_inputs(
-                parsed,
+            call = decode_call(
+                body,
+                max_body_bytes=self._max_body_bytes,
                 tenant_header=request.headers.get("x-tollgate-tenant"),
                 task_header=request.headers.get("x-tollgate-task"),
                 default_tenant=self._default_tenant,
+                transport="unix",
+                received_ns=received_ns,
             )
         except TollgateError as error:
             return _error_response(error)
-        call = Call(
-            request=parsed,
-            params=params,
-            tenant=tenant,
-            task=task,
-            transport="unix",
-            received_ns=received_ns,
-        )
-        if parsed.stream:
+        if call.request.stream:
             return await self._stream(request, call)
         collector = Collector()
         try:
@@ -225,6 +217,40 @@ def routing_inputs(
     return tenant, task
 
 
+def decode_call(
+    body: bytes,
+    *,
+    max_body_bytes: int,
+    tenant_header: str | None,
+    task_header: str | None,
+    default_tenant: str,
+    transport: str,
+    received_ns: int,
+) -> Call:
+    """A request body and a transport's routing headers as the executor's :class:`Call`.
+
+    Shared by the transports so that they accept, refuse and route alike. Raises
+    :class:`TollgateError` for a body over ``max_body_bytes`` or one that is not a valid request.
+    """
+    if len(body) > max_body_bytes:
+        raise body_too_large(max_body_bytes)
+    parsed, params = parse_chat_request(body)
+    tenant, task = routing_inputs(
+        parsed,
+        tenant_header=tenant_header,
+        task_header=task_header,
+        default_tenant=default_tenant,
+    )
+    return Call(
+        request=parsed,
+        params=params,
+        tenant=tenant,
+        task=task,
+        transport=transport,
+        received_ns=received_ns,
+    )
+
+
 def usd(micros: int) -> str:
     return f"{micros / 1_000_000:.6f}"
 
@@ -240,6 +266,38 @@ def body_too_large(limit: int) -> TollgateError:
 def openai_finish(reason: str) -> str:
     """tollgate's finish reason as OpenAI names it."""
     return _OPENAI_FINISH.get(reason, "stop")
+
+
+def chunk_head(served: Served) -> bytes:
+    """The JSON every ``chat.completion.chunk`` of the answer starts with, up to its delta:
+    ``{"id":…,"choices":[{"index":0,"delta":``. Shared by the transports' streams."""
+    return _chunk_fields(served) + _DELTA_OPEN
+
+
+def _chunk_fields(served: Served) -> bytes:
+    """A chunk's members before ``choices``, its object left open: ``{"id":…,"model":…``."""
+    fields = _encode(
+        {
+            "id": f"chatcmpl-{served.request_id}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": served.model,
+        }
+    )
+    return fields[:-1]
+
+
+def tool_call_piece(chunk: ToolCallDelta, *, first: bool) -> dict[str, Any]:
+    """A tool call's entry in a chunk's ``delta.tool_calls``. As in OpenAI's streams, the first
+    piece of each call carries its id (``call_<index>`` when the provider gave none), type and
+    name; later pieces carry arguments alone."""
+    function: dict[str, str] = {"arguments": chunk.arguments}
+    call: dict[str, Any] = {"index": chunk.index, "function": function}
+    if first:
+        call["id"] = chunk.id or f"call_{chunk.index}"
+        call["type"] = "function"
+        function["name"] = chunk.name or ""
+    return call
 
 
 def _served_headers(served: Served) -> dict[str, str]:
@@ -315,7 +373,7 @@ class Collector:
                     {
                         "index": 0,
                         "message": message,
-                        "finish_reason": _OPENAI_FINISH.get(outcome.finish_reason, "stop"),
+                        "finish_reason": openai_finish(outcome.finish_reason),
                         "logprobs": None,
                     }
                 ],
@@ -335,20 +393,17 @@ class _SSEWriter:
         self._request = request
         self._include_usage = include_usage
         self.response: web.StreamResponse | None = None
+        # ``data: `` and the chunk's members before ``choices``, for the usage chunk; every
+        # chunk shares them (one creation time), so they are encoded once, in begin().
+        self._head = b""
+        # The head continued up to the delta: what every other event starts with.
         self._prefix = b""
         self._calls_started: set[int] = set()
 
     async def begin(self, served: Served) -> None:
         response = web.StreamResponse(headers={**_SSE_HEADERS, **_served_headers(served)})
-        head = _encode(
-            {
-                "id": f"chatcmpl-{served.request_id}",
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": served.model,
-            }
-        )
-        self._prefix = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
+        self._head = b"data: " + _chunk_fields(served)
+        self._prefix = self._head + _DELTA_OPEN
         self.response = response
         try:
             await response.prepare(self._request)
@@ -371,23 +426,18 @@ class _SSEWriter:
         if isinstance(chunk, TextDelta):
             delta: dict[str, Any] = {"content": chunk.text}
         else:
-            function: dict[str, str] = {"arguments": chunk.arguments}
-            call: dict[str, Any] = {"index": chunk.index, "function": function}
-            if chunk.index not in self._calls_started:
-                self._calls_started.add(chunk.index)
-                call["id"] = chunk.id or f"call_{chunk.index}"
-                call["type"] = "function"
-                function["name"] = chunk.name or ""
-            delta = {"tool_calls": [call]}
+            first = chunk.index not in self._calls_started
+            self._calls_started.add(chunk.index)
+            delta = {"tool_calls": [tool_call_piece(chunk, first=first)]}
         return self._prefix + _encode(delta) + b',"finish_reason":null}]}\n\n'
 
     async def finish(self, outcome: Outcome) -> None:
         assert self.response is not None
-        finish = _OPENAI_FINISH.get(outcome.finish_reason, "stop")
+        finish = openai_finish(outcome.finish_reason)
         tail = self._prefix + b'{},"finish_reason":' + _encode(finish) + b"}]}\n\n"
         if self._include_usage:
-            head = self._prefix.split(b',"choices":', 1)[0]
-            tail += head + b',"choices":[],"usage":' + _encode(openai_usage(outcome)) + b"}\n\n"
+            usage = _encode(openai_usage(outcome))
+            tail += self._head + b',"choices":[],"usage":' + usage + b"}\n\n"
         try:
             await self.response.write(tail + b"data: [DONE]\n\n")
             await self.response.write_eof()

@@ -348,9 +348,13 @@ def route_query(
     untagged request routes by it; a tagged one is checked against it). Requests naming a
     class or a model are not inferred: the client chose."""
     selector = request.model
+    by_task = selector.startswith(TASK_PREFIX)
+    declared = selector[len(TASK_PREFIX) :] if by_task else task
+    # A declared name outside the vocabulary (an operator's own route) is never judged, so
+    # there is nothing to infer for it.
     inference = (
         infer_task(request, input_tokens)
-        if selector in AUTO_SELECTORS or selector.startswith(TASK_PREFIX)
+        if (by_task or selector in AUTO_SELECTORS) and (not declared or declared in TASK_TYPES)
         else None
     )
     query = RouteQuery(

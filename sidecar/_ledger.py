@@ -175,8 +175,7 @@ class SharedLedger:
         self._deciding = False
         self._round_done = anyio.Event()
         self._expiring: dict[str, int] = {}
-        # Figures for tests and metrics: holds appended, conflicts met.
-        self.appended = 0
+        # Conflicts met (a figure for tests and metrics).
         self.conflicts = 0
 
     @property
@@ -288,7 +287,6 @@ class SharedLedger:
                         self.hold_seq = seq
                         self._book.apply(intent.change)
                     intent.done.set()
-                self.appended += len(admitted)
             # Final only now: every hold a refusal counted is in the stream.
             for intent, refusal in refused:
                 intent.refusal = refusal

@@ -41,11 +41,18 @@ from nats.aio.subscription import Subscription
 from adapters import TextDelta, ToolCallDelta
 from events import new_id
 
-from ._api import parse_chat_request
 from ._config import Config
-from ._errors import TollgateError, error_body
+from ._errors import TollgateError, error_body, unexpected_error
 from ._executor import Call, ClientDisconnectedError, Executor, Outcome, Served
-from ._http import Collector, body_too_large, openai_finish, openai_usage, routing_inputs, usd
+from ._http import (
+    Collector,
+    chunk_head,
+    decode_call,
+    openai_finish,
+    openai_usage,
+    tool_call_piece,
+    usd,
+)
 from ._nats_connect import NatsLink
 
 __all__ = ["KIND", "SEQ", "DeltaEncoder", "NatsTransport", "chunk_head", "serve_nats"]
@@ -216,14 +223,13 @@ class DeltaEncoder:
                 text.append(chunk.text)
                 continue
             call = calls.get(chunk.index)
-            if call is None:
-                call = calls[chunk.index] = {"index": chunk.index, "function": {"arguments": ""}}
-                if chunk.index not in self._calls_started:
-                    started.add(chunk.index)
-                    call["id"] = chunk.id or f"call_{chunk.index}"
-                    call["type"] = "function"
-                    call["function"]["name"] = chunk.name or ""
-            call["function"]["arguments"] += chunk.arguments
+            if call is not None:
+                call["function"]["arguments"] += chunk.arguments
+                continue
+            first = chunk.index not in self._calls_started
+            if first:
+                started.add(chunk.index)
+            calls[chunk.index] = tool_call_piece(chunk, first=first)
         delta: dict[str, Any] = {} if self._role_sent else {"role": "assistant"}
         if text or not calls:
             delta["content"] = "".join(text)
@@ -244,19 +250,6 @@ def _halve(chunk: Chunk) -> tuple[Chunk, Chunk] | None:
     middle = len(chunk.arguments) // 2
     first = ToolCallDelta(chunk.index, chunk.arguments[:middle], chunk.id, chunk.name)
     return first, ToolCallDelta(chunk.index, chunk.arguments[middle:])
-
-
-def chunk_head(served: Served) -> bytes:
-    """The JSON every chunk of the answer starts with, up to its delta."""
-    head = _encode(
-        {
-            "id": f"chatcmpl-{served.request_id}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": served.model,
-        }
-    )
-    return head[:-1] + b',"choices":[{"index":0,"delta":'
 
 
 class _StreamSink:
@@ -308,7 +301,6 @@ class _StreamSink:
 
 
 _SHUTTING_DOWN = TollgateError("cancelled", "the sidecar is shutting down", status=503)
-_INTERNAL = TollgateError("internal_error", "tollgate failed to serve this request", status=500)
 
 
 class NatsTransport:
@@ -390,69 +382,54 @@ class NatsTransport:
                     await self._stream(call, replies)
                 else:
                     await self._unary(call, replies)
-            except Exception:
+            except TollgateError as error:
+                await replies.error(error, call.request_id)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await replies.error(_SHUTTING_DOWN, call.request_id)
+                raise
+            except Exception as exc:
                 log.exception("unhandled error serving NATS request %s", call.request_id)
-                await replies.error(_INTERNAL, call.request_id)
+                await replies.error(unexpected_error(exc), call.request_id)
         finally:
             self._inflight -= 1
             if self._inflight == 0 and self._all_done is not None:
                 self._all_done.set()
 
     def _decode(self, msg: Msg, received_ns: int) -> Call:
-        if len(msg.data) > self._max_body_bytes:
-            raise body_too_large(self._max_body_bytes)
-        parsed, params = parse_chat_request(msg.data)
         headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
-        tenant, task = routing_inputs(
-            parsed,
+        return decode_call(
+            msg.data,
+            max_body_bytes=self._max_body_bytes,
             tenant_header=headers.get("tollgate-tenant"),
             task_header=headers.get("tollgate-task"),
             default_tenant=self._default_tenant,
-        )
-        return Call(
-            request=parsed,
-            params=params,
-            tenant=tenant,
-            task=task,
             transport="nats",
             received_ns=received_ns,
         )
 
     async def _unary(self, call: Call, replies: _Replies) -> None:
+        """Raises the executor's TollgateError, and cancellation: :meth:`_serve` answers them."""
         collector = Collector()
-        try:
-            outcome = await self._executor.execute(call, collector)
-        except TollgateError as error:
-            await replies.error(error, call.request_id)
-            return
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await replies.error(_SHUTTING_DOWN, call.request_id)
-            raise
+        outcome = await self._executor.execute(call, collector)
         summary = _summary(outcome)
         # The completion is one JSON object: the summary joins it as one more member.
         body = collector.completion(outcome)[:-1] + b',"tollgate":' + _encode(summary) + b"}"
         await replies.done(body, _summary_headers(summary, outcome.cost_micros))
 
     async def _stream(self, call: Call, replies: _Replies) -> None:
+        """Raises the executor's TollgateError, and cancellation: :meth:`_serve` answers them."""
         token = new_id()
         sink = _StreamSink(replies, f"{self._watch_prefix}.{token}")
         self._watched[token] = sink
         try:
             outcome = await self._executor.execute(call, sink)
-        except TollgateError as error:
-            await replies.error(error, call.request_id)
-            return
         except ClientDisconnectedError:
             if sink.too_large is not None:
                 await replies.error(sink.too_large, call.request_id)
             else:
                 log.info("the caller of NATS request %s went away; stopped", call.request_id)
             return
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await replies.error(_SHUTTING_DOWN, call.request_id)
-            raise
         finally:
             del self._watched[token]
         await sink.finish(outcome)

@@ -142,11 +142,11 @@ class _Refused(Exception):
 class _StateLog:
     """The connection's callbacks: log each change of state once, not every failed retry."""
 
-    def __init__(self, servers: Sequence[str]) -> None:
+    def __init__(self, servers: Sequence[str], client: Client) -> None:
         self.servers = ", ".join(redact_url(s) for s in servers)
         self.connecting = True
         self.last_error: str | None = None
-        self.client: Client | None = None
+        self.client = client
 
     async def on_error(self, exc: Exception) -> None:
         if self.connecting and _is_auth_error(exc):
@@ -159,12 +159,12 @@ class _StateLog:
 
     async def on_disconnected(self) -> None:
         # Also called on a deliberate close(), which sets the closed state first.
-        if not self.connecting and not (self.client is not None and self.client.is_closed):
+        if not self.connecting and not self.client.is_closed:
             log.warning("NATS connection lost (%s); reconnecting", self.servers)
 
     async def on_reconnected(self) -> None:
         self.last_error = None
-        url = self.client.connected_url if self.client is not None else None
+        url = self.client.connected_url
         log.info("NATS reconnected to %s", redact_url(url.geturl()) if url else self.servers)
 
     async def on_closed(self) -> None:
@@ -205,9 +205,8 @@ async def connect_nats(
     # nats-py annotates these as int, but it takes (and uses) fractional seconds.
     options["connect_timeout"] = config.connect_timeout_s
     options["reconnect_time_wait"] = config.reconnect_wait_s
-    state = _StateLog(config.servers)
     client = Client()
-    state.client = client
+    state = _StateLog(config.servers, client)
     try:
         with anyio.move_on_after(float("inf") if wait_s is None else wait_s):
             await client.connect(
@@ -297,7 +296,6 @@ async def open_nats_link(
     nats_config = config.nats
     link = NatsLink()
     # Connected before the task group, so that a start-up error comes out as itself.
-    later = False
     if required:
         link._connected(await connect_nats(nats_config, environ, wait_s=STARTUP_WAIT_S))
     else:
@@ -305,12 +303,11 @@ async def open_nats_link(
             client = await connect_nats(nats_config, environ, wait_s=nats_config.connect_timeout_s)
         except NatsUnreachableError as exc:
             log.warning("%s; serving the Unix socket, connecting to NATS in the background", exc)
-            later = True
         else:
             link._connected(client)
     try:
         async with anyio.create_task_group() as tasks:
-            if later:
+            if link.client is None:
                 tasks.start_soon(_connect_later, link, nats_config, environ)
             try:
                 yield link

@@ -18,7 +18,13 @@ from projections import (
 from ._boundary import budget_specs
 from ._config import Config
 
-__all__ = ["build_projections", "metrics_text", "primary_models", "usage_report"]
+__all__ = [
+    "build_projections",
+    "metrics_text",
+    "parse_usage_dims",
+    "primary_models",
+    "usage_report",
+]
 
 
 def primary_models(config: Config) -> dict[str, frozenset[str]]:
@@ -46,6 +52,23 @@ def metrics_text(config: Config, runner: ProjectionRunner) -> str:
     return render_prometheus(
         p.totals, p.alerts, p.budgets, provider_kinds=kinds, position=p.position
     )
+
+
+def parse_usage_dims(text: str | None) -> tuple[str, ...]:
+    """The usage dimensions to group by, from a comma-separated list (None: all of them).
+
+    Raises ValueError naming the unknown ones (its message names no option: callers do). Empty
+    items are ignored, so ``""`` is no grouping.
+    """
+    if text is None:
+        return USAGE_DIMENSIONS
+    dims = tuple(d for d in text.split(",") if d)
+    unknown = sorted(set(dims) - set(USAGE_DIMENSIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown dimension(s) {', '.join(unknown)} (known: {', '.join(USAGE_DIMENSIONS)})"
+        )
+    return dims
 
 
 def usage_report(

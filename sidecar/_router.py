@@ -130,7 +130,8 @@ def route(
         kind = "inferred" if inferred else "default" if unrouted else "task"
         members = _degraded_path(config, class_name, route_config.max_degrade)
 
-    needs = query.needs | frozenset(route_config.requires)
+    # Sorted once: the first missing capability names the reason a candidate is dropped.
+    needs = tuple(sorted(query.needs | frozenset(route_config.requires)))
     dropped: list[Dropped] = []
 
     def fit(members: list[tuple[str, str, int]]) -> tuple[Candidate, ...]:
@@ -197,14 +198,14 @@ def _degraded_path(config: Config, class_name: str, max_degrade: int) -> list[tu
 def _unfit(
     model: ModelConfig,
     tokens_needed: int,
-    needs: frozenset[str],
+    needs: tuple[str, ...],
     route_config: RouteConfig,
     unavailable_providers: Collection[str],
 ) -> str | None:
     """Why ``model`` cannot take the request, or None if it can. Hard constraints only."""
     if model.provider in unavailable_providers:
         return "provider_unavailable"
-    for capability in sorted(needs):
+    for capability in needs:
         if capability not in model.capabilities:
             return f"lacks_{capability}"
     for tag in route_config.require_tags:

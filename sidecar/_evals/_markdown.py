@@ -68,72 +68,61 @@ def routing_markdown(report: RoutingReport) -> str:
         "be logged (of which caught: the declared type really is wrong / items declaring a "
         "wrong type).\n",
     ]
-    violations = [(o.id, v) for o in report.items for v in o.violations]
-    out.append("## Hard-constraint violations\n")
-    out.append(table(["item", "violation"], violations) if violations else "None.\n")
-    missed = [o for o in report.items if o.verdict != "accurate"]
-    out.append("## Items not on an acceptable class\n")
-    out.append(
-        table(
-            ["item", "verdict", "declared", "inferred", "route", "model", "class", "acceptable"],
+    violations = [[o.id, v] for o in report.items for v in o.violations]
+    out += _section("Hard-constraint violations", ["item", "violation"], violations)
+    out += _section(
+        "Items not on an acceptable class",
+        ["item", "verdict", "declared", "inferred", "route", "model", "class", "acceptable"],
+        [
             [
-                [
-                    o.id,
-                    o.verdict,
-                    o.declared or "-",
-                    o.inferred,
-                    o.route,
-                    o.model or "-",
-                    o.model_class or "-",
-                    ", ".join(o.acceptable),
-                ]
-                for o in missed
-            ],
-        )
-        if missed
-        else "None.\n"
+                o.id,
+                o.verdict,
+                o.declared or "-",
+                o.inferred,
+                o.route,
+                o.model or "-",
+                o.model_class or "-",
+                ", ".join(o.acceptable),
+            ]
+            for o in report.items
+            if o.verdict != "accurate"
+        ],
     )
-    unrouted = [o for o in report.items if o.unrouted]
-    out.append("## Unrouted items (default route)\n")
-    out.append(
-        table(
-            ["item", "task type", "declared", "inferred", "route"],
-            [[o.id, o.task_type, o.declared or "-", o.inferred, o.route] for o in unrouted],
-        )
-        if unrouted
-        else "None.\n"
+    out += _section(
+        "Unrouted items (default route)",
+        ["item", "task type", "declared", "inferred", "route"],
+        [
+            [o.id, o.task_type, o.declared or "-", o.inferred, o.route]
+            for o in report.items
+            if o.unrouted
+        ],
     )
-    mistyped = [o for o in report.items if o.mistyped_flagged or o.declared_wrong]
-    out.append("## Mistyped items\n")
-    out.append(
-        table(
-            ["item", "task type", "declared", "inferred", "flagged", "declared wrong"],
+    out += _section(
+        "Mistyped items",
+        ["item", "task type", "declared", "inferred", "flagged", "declared wrong"],
+        [
             [
-                [
-                    o.id,
-                    o.task_type,
-                    o.declared or "-",
-                    o.inferred,
-                    "yes" if o.mistyped_flagged else "no",
-                    "yes" if o.declared_wrong else "no",
-                ]
-                for o in mistyped
-            ],
-        )
-        if mistyped
-        else "None.\n"
+                o.id,
+                o.task_type,
+                o.declared or "-",
+                o.inferred,
+                "yes" if o.mistyped_flagged else "no",
+                "yes" if o.declared_wrong else "no",
+            ]
+            for o in report.items
+            if o.mistyped_flagged or o.declared_wrong
+        ],
     )
-    wrong_inference = [o for o in report.items if o.inferred != o.task_type]
-    out.append("## Inference mistakes\n")
-    out.append(
-        table(
-            ["item", "task type", "inferred"],
-            [[o.id, o.task_type, o.inferred] for o in wrong_inference],
-        )
-        if wrong_inference
-        else "None.\n"
+    out += _section(
+        "Inference mistakes",
+        ["item", "task type", "inferred"],
+        [[o.id, o.task_type, o.inferred] for o in report.items if o.inferred != o.task_type],
     )
     if report.problems:
         out.append("## Problems\n")
         out.extend(f"- {p}\n" for p in report.problems)
     return "\n".join(out)
+
+
+def _section(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    return [f"## {title}\n", table(header, rows) if rows else "None.\n"]

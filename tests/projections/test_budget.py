@@ -644,6 +644,7 @@ class BudgetMachine(RuleBasedStateMachine):
             assert (state is None) == (rid in self.closed)
             held = 0 if state is None else state.held_micros
             assert held >= 0
+            assert self.book.held(rid) == held  # the cheap read agrees with the full state
             live = state is not None and not state.expired
             for key in keys:
                 reserved, used = expected.get(key, (0, 0))

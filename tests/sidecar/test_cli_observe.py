@@ -98,7 +98,7 @@ async def test_usage_rejects_bad_options(
     assert main(["usage", "--config", str(config_file), "--since", "last week"]) == 2
     assert "neither a date" in capsys.readouterr().err
     assert main(["usage", "--config", str(config_file), "--by", "colour"]) == 2
-    assert "unknown --by dimension" in capsys.readouterr().err
+    assert "--by: unknown dimension(s) colour" in capsys.readouterr().err
     # No sidecar has written a log here yet.
     assert main(["usage", "--config", str(config_file)]) == 1
     assert "cannot read the event log" in capsys.readouterr().err

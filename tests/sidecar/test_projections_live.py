@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import random
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -385,3 +386,26 @@ async def test_usage_over_the_admin_api_and_the_command(
     assert main(["usage", "--config", str(config), "--tenant", "globex", "--by", "model"]) == 0
     table = capsys.readouterr().out
     assert "alpha" in table and "total" in table
+
+
+async def test_health_fails_once_the_event_log_has_failed(
+    start_sidecar: SidecarFactory, fake: FakeOpenAIServer
+) -> None:
+    async with running(start_sidecar, fake) as (sidecar, session):
+        async with session.get("http://tollgate/healthz") as response:
+            assert response.status == 200
+        # The database refuses every write from now on (a full disk would, too).
+        db = sqlite3.connect(sidecar.config.store.path)
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'x'); END"
+        )
+        db.commit()
+        db.close()
+        async with session.post(
+            "http://tollgate/v1/chat/completions", json={"model": "task:chat", "messages": MESSAGES}
+        ) as response:
+            assert response.status == 503
+            assert (await response.json())["error"]["type"] == "log_unavailable"
+        for path in ("/healthz", "/readyz"):
+            async with session.get(f"http://tollgate{path}") as response:
+                assert response.status == 503
