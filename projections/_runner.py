@@ -1,8 +1,8 @@
-"""Feeding the folds from the log: catch up, then tail; checkpoint; rebuild from sequence 0.
+"""Feeding the folds from the log: catch up, keep up; checkpoint; rebuild from sequence 0.
 
 :class:`Projections` holds the folds (usage, alerts, budgets) at one log position. It is pure:
 events in, state out. :class:`ProjectionRunner` is the I/O around it: it restores a checkpoint,
-tails the store from there, appends the alerts the folds raise (in live mode), and writes a
+reads the store from there as it grows, appends the alerts the folds raise, and writes a
 checkpoint now and then and on exit.
 
 Invariant: every fold sees every event once, in log order, so the state at position ``n`` is a
@@ -11,7 +11,6 @@ function of the first ``n`` events alone — a rebuild from 0 equals the live st
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from events import (
     AlertRaised,
     Event,
     EventStore,
+    StoreClosedError,
     StoredEvent,
 )
 
@@ -46,6 +46,7 @@ _log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION: Final = 3
 FORGET_EVERY: Final = 10_000
+_PAGE: Final = 5_000
 FORGET_AFTER_NS: Final = 86_400 * 10**9
 
 
@@ -209,12 +210,14 @@ class ProjectionRunner:
         checkpoint_path: str | None,
         checkpoint_interval_s: float = 10.0,
         announce_horizon_s: float = 240.0,
+        poll_s: float = 0.05,
     ) -> None:
         self.store = store
         self.projections = projections
         self._checkpoint_path = checkpoint_path
         self._interval_s = checkpoint_interval_s
         self._horizon_ns = int(announce_horizon_s * 1e9)
+        self._poll_s = poll_s
         self._advanced = anyio.Event()
         self._waiting = 0
         self._saved_position = -1
@@ -238,7 +241,13 @@ class ProjectionRunner:
         self._saved_position = self.projections.position
 
     async def run(self) -> None:
-        """Fold every event as it commits, forever (cancel to stop; a checkpoint is written)."""
+        """Fold every event as it is logged, forever (cancel to stop; a checkpoint is written).
+
+        It reads the log in pages and, once caught up, again every ``poll_s``: a tail woken by
+        every commit would cost a read per commit on the request path's busiest moments,
+        where a page every 50 ms folds the same events for a fraction of the work (the
+        projections lag by at most that).
+        """
         # Alerts tripped by older events are folded but not announced again: a sidecar that
         # replays a long log (a new pod) would otherwise re-append every past alert, and the
         # store only deduplicates within its window (JetStream: 5 minutes).
@@ -247,18 +256,32 @@ class ProjectionRunner:
             async with anyio.create_task_group() as tasks:
                 if self._checkpoint_path is not None:
                     tasks.start_soon(self._checkpoint_periodically)
-                # Closed as soon as the runner stops: on JetStream a tail holds a consumer.
-                tail = self.store.tail(self.projections.position)
-                async with contextlib.aclosing(tail):
-                    async for stored in tail:
-                        changes = self.projections.apply(stored)
-                        if changes and stored.event.ts_ns >= announce_from_ns:
-                            await self._announce(stored.event, changes)
-                        self._wake()
+                while (page := await self._fold_page(announce_from_ns)) is not None:
+                    if len(page) < _PAGE:
+                        await anyio.sleep(self._poll_s)
                 tasks.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                # What was logged since the last page is folded (not announced) before the
+                # checkpoint, so a stopped sidecar leaves the projections of its whole log.
+                while (page := await self._fold_page(None)) and len(page) == _PAGE:
+                    pass
                 await self.save_checkpoint()
+
+    async def _fold_page(self, announce_from_ns: int | None) -> list[StoredEvent] | None:
+        """Fold the next page of the log; None once the store is closed. Alerts of events at
+        or after ``announce_from_ns`` are announced (none if None)."""
+        try:
+            page = await self.store.read(self.projections.position, _PAGE)
+        except StoreClosedError:
+            return None
+        for stored in page:
+            changes = self.projections.apply(stored)
+            if changes and announce_from_ns is not None and stored.event.ts_ns >= announce_from_ns:
+                await self._announce(stored.event, changes)
+        if page:
+            self._wake()
+        return page
 
     async def _check_origin(self) -> None:
         """Start over when the checkpoint belongs to another log, or runs past this one."""
